@@ -1,0 +1,1 @@
+"""Datasets (CIFAR-10, folder, fake), channel statistics, albumentations transforms, loaders."""

@@ -1,0 +1,68 @@
+"""The CPU data path: albumentations per image in a torch DataLoader (ignite's auto_dataloader)."""
+from __future__ import annotations
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from data.datasets import ImageData
+from data.transforms import test_transform, train_transform
+
+
+class AugmentedArrayDataset(Dataset):
+    """(image, label) pairs from uint8 arrays, each image passed through an albumentations transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(image=self.images[i])["image"], int(self.labels[i])
+
+    def reseed(self, seed: int) -> None:
+        self.transform.set_random_seed(seed)
+
+
+def _reseed_worker(worker_id: int) -> None:
+    # Each worker gets a copy of the transform with the same seed; give each its own stream,
+    # derived from the loader's generator (torch.initial_seed() = base_seed + worker_id).
+    get_worker_info().dataset.reseed(torch.initial_seed() % 2**32)
+
+
+class SeedableLoader:
+    """A train DataLoader whose shuffle order and augmentations are a function of (seed, epoch) alone.
+
+    `set_epoch(e)` before each epoch makes a resumed run see the same batches as a straight one.
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader, generator: torch.Generator, seed: int):
+        self.loader, self.generator, self.seed = loader, generator, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        epoch_seed = self.seed * 100_003 + epoch
+        self.generator.manual_seed(epoch_seed)
+        self.loader.dataset.reseed(epoch_seed)
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler
+            sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def cpu_loaders(data: ImageData, batch_size: int, workers: int, seed: int):
+    """Train loader (shuffled, augmented, last partial batch kept) and test loader (normalised only)."""
+    train_ds = AugmentedArrayDataset(data.train_x, data.train_y, train_transform(data.mean, data.std, seed))
+    test_ds = AugmentedArrayDataset(data.test_x, data.test_y, test_transform(data.mean, data.std))
+    generator = torch.Generator().manual_seed(seed)
+    common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=False)
+    train = idist.auto_dataloader(train_ds, shuffle=True, drop_last=False, generator=generator,
+                                  worker_init_fn=_reseed_worker, **common)
+    test = idist.auto_dataloader(test_ds, shuffle=False, drop_last=False, **common)
+    return SeedableLoader(train, generator, seed), test

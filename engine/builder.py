@@ -1,0 +1,185 @@
+"""Wire a run together: data, model, optimizer, range test, trainer, schedule, evaluator, outputs.
+
+`build_run(config)` is the one function `run.py` uses; a custom run calls it too, attaches its
+own handlers to `run.trainer` / `run.evaluator`, and calls `run.fit()`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.contrib.handlers import ProgressBar
+from ignite.engine import Engine, Events
+from ignite.utils import manual_seed
+from torch import nn
+
+from data.datasets import ImageData, load_dataset
+from data.loaders import cpu_loaders
+from engine.config import Config
+from engine.errors import UserError
+from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
+from engine.schedule import attach_one_cycle, one_cycle_milestones
+from engine.trainer import attach_train_metrics, create_evaluator, create_trainer
+from handlers.history import LRRecorder, MetricHistory
+from handlers.outputs import build_summary, write_atomic, write_run_files
+from handlers.plots import save_curves_plot, save_lr_finder_plot, save_one_cycle_plot
+from models import CustomResNet, count_parameters
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no CUDA GPU here: use --device cpu (or auto)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Components:
+    """What a run is made of before any Engine exists (also all the range test needs)."""
+    config: Config
+    device: torch.device
+    data: ImageData
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    train_loader: Any
+    test_loader: Any
+
+
+def build_components(config: Config) -> Components:
+    config.validate()
+    device = resolve_device(config.device)
+    manual_seed(config.seed)
+    data = load_dataset(config.dataset, config.data_dir, config.subset, config.seed)
+    model = CustomResNet(num_classes=data.num_classes, width=config.width).to(device)
+    # The scheduler sets the LR every iteration; this initial value is only a placeholder.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_find_start, weight_decay=config.weight_decay)
+    train_loader, test_loader = cpu_loaders(data, config.batch_size, config.workers, config.seed)
+    return Components(config, device, data, model, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader)
+
+
+def find_lr(c: Components, output_dir: Path) -> RangeTest:
+    """Run the range test, write plots/lr_finder.png and lr_finder.json; the model and optimizer are restored."""
+    cfg = c.config
+    result = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device,
+                            cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters)
+    save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.lrs, result.losses,
+                        result.lr_min, result.lr_max)
+    write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def resolve_lr_bounds(cfg: Config, found: RangeTest | None) -> tuple[float, float]:
+    """Flags win over the range test; a flag given alone is paired with the range test's other bound."""
+    if found is None:
+        return cfg.lr_min, cfg.lr_max
+    lr_max = cfg.lr_max if cfg.lr_max is not None else found.lr_max
+    lr_min = cfg.lr_min if cfg.lr_min is not None else found.lr_min
+    if cfg.lr_min is None and lr_min >= lr_max:  # --lr-max alone, below the found LRMIN
+        lr_min = lr_max / FALLBACK_DIV
+    if lr_min >= lr_max:
+        raise UserError(f"--lr-min {lr_min:g} is not below the range test's LRMAX {lr_max:g}: "
+                        f"pass --lr-max too, above --lr-min")
+    return lr_min, lr_max
+
+
+@dataclass
+class Run:
+    """Everything a run holds; attach handlers to `trainer` / `evaluator`, then call `fit()`."""
+    config: Config
+    device: torch.device
+    data: ImageData
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    train_loader: Any
+    test_loader: Any
+    trainer: Engine
+    evaluator: Engine
+    scheduler: Any
+    history: MetricHistory
+    lr_recorder: LRRecorder
+    lr_min: float
+    lr_max: float
+    range_test: RangeTest | None
+    output_dir: Path
+    train_seconds: float = 0.0
+    summary_extra: dict = field(default_factory=dict)  # handlers may add keys to summary.json
+
+    @property
+    def params(self) -> int:
+        return count_parameters(self.model)
+
+    def summary(self, completed: bool) -> dict:
+        return build_summary(config=self.config.to_dict(), rows=self.history.rows, lr_min=self.lr_min,
+                             lr_max=self.lr_max, params=self.params, device=str(self.device),
+                             train_seconds=self.train_seconds, completed=completed, extra=self.summary_extra)
+
+    def write_outputs(self, completed: bool) -> dict:
+        summary = self.summary(completed)
+        write_run_files(self.output_dir, summary, self.lr_recorder.lrs)
+        return summary
+
+    def fit(self) -> dict:
+        """Train for config.epochs (continuing from trainer.state if resumed); returns the summary."""
+        self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
+        return self.summary(completed=True)
+
+
+def build_run(config: Config) -> Run:
+    """Build a run with the recipe's handlers; the range test runs first, before anything is attached."""
+    c = build_components(config)
+    output_dir = config.resolved_output_dir()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    range_test = None
+    if config.lr_min is None or config.lr_max is None:
+        range_test = find_lr(c, output_dir)
+    lr_min, lr_max = resolve_lr_bounds(config, range_test)
+
+    trainer = create_trainer(c.model, c.optimizer, c.loss_fn, c.device)
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: c.train_loader.set_epoch(e.state.epoch - 1))
+    milestones = one_cycle_milestones(lr_min, lr_max, len(c.train_loader), config.epochs,
+                                      config.resolved_peak_epoch)
+    scheduler = attach_one_cycle(trainer, c.optimizer, milestones)
+    lr_recorder = LRRecorder(c.optimizer).attach(trainer)
+    attach_train_metrics(trainer, c.loss_fn, c.device)
+
+    evaluator = create_evaluator(c.model, c.loss_fn, c.device)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(c.test_loader))
+    history = MetricHistory(c.optimizer).attach(trainer, evaluator)
+    if config.progress:
+        ProgressBar(persist=False, desc="train").attach(trainer)
+
+    run = Run(config, c.device, c.data, c.model, c.optimizer, c.loss_fn, c.train_loader, c.test_loader,
+              trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir)
+    _attach_outputs(run)
+    return run
+
+
+def _attach_outputs(run: Run) -> None:
+    started = {}
+
+    def on_start(_):
+        started["t"] = time.perf_counter() - run.train_seconds
+
+    def on_epoch(_):
+        run.train_seconds = time.perf_counter() - started["t"]
+        run.write_outputs(completed=False)
+
+    def on_complete(_):
+        run.write_outputs(completed=True)
+        plots = run.output_dir / "plots"
+        save_one_cycle_plot(plots / "one_cycle.png", run.lr_recorder.lrs, run.lr_max)
+        save_curves_plot(plots / "curves.png", run.history.rows)
+
+    run.trainer.add_event_handler(Events.STARTED, on_start)
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED, on_epoch)
+    run.trainer.add_event_handler(Events.COMPLETED, on_complete)

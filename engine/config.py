@@ -1,0 +1,87 @@
+"""One dataclass carries every setting from the CLI to the builders; defaults are the assignment."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import UserError
+
+# The recipe puts the One Cycle peak at epoch 5 of 24; other lengths keep the same fraction.
+PEAK_FRACTION = 5 / 24
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = "cifar10"
+    data_dir: str | None = None          # None: $ERA_S10_DATA or ~/.cache/era_s10 (cifar10)
+    subset: int | None = None            # first N train images and N//5 test images
+    workers: int = 2
+    # model
+    width: int = 64                      # 64 is the assignment's network; smaller for quick tests
+    # recipe
+    epochs: int = 24
+    batch_size: int = 512
+    weight_decay: float = 1e-2
+    peak_epoch: float | None = None      # None: epochs * 5/24 (epoch 5 of 24)
+    lr_min: float | None = None          # None: from the LR range test
+    lr_max: float | None = None
+    lr_find_only: bool = False
+    lr_find_start: float = 1e-7
+    lr_find_end: float = 10.0
+    lr_find_iters: int = 100
+    # run
+    seed: int = 0
+    device: str = "auto"                 # auto | cpu | cuda
+    output_dir: str | None = None        # None: runs/<timestamp>
+    target: float = 0.90
+    target_epoch: int = 19
+    progress: bool = True
+
+    @property
+    def resolved_peak_epoch(self) -> float:
+        return self.peak_epoch if self.peak_epoch is not None else self.epochs * PEAK_FRACTION
+
+    def resolved_output_dir(self) -> Path:
+        if self.output_dir is None:
+            self.output_dir = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        return Path(self.output_dir)
+
+    def validate(self) -> "Config":
+        """Raise UserError for a value no run can use; returns self."""
+        def bad(flag: str, why: str):
+            raise UserError(f"{flag}: {why}")
+
+        if self.batch_size < 1:
+            bad("--batch-size", f"{self.batch_size} must be at least 1")
+        if self.epochs < 1:
+            bad("--epochs", f"{self.epochs} must be at least 1")
+        if self.subset is not None and self.subset < 5:
+            bad("--subset", f"{self.subset} must be at least 5 (it keeps N train and N//5 test images)")
+        if self.workers < 0:
+            bad("--workers", f"{self.workers} must be 0 or more")
+        if self.width < 1:
+            bad("--width", f"{self.width} must be at least 1")
+        if not 0 < self.resolved_peak_epoch < self.epochs:
+            bad("--peak-epoch", f"{self.resolved_peak_epoch} must be inside (0, --epochs={self.epochs})")
+        for flag, value in (("--lr-min", self.lr_min), ("--lr-max", self.lr_max),
+                            ("--lr-find-start", self.lr_find_start), ("--lr-find-end", self.lr_find_end)):
+            if value is not None and not value > 0:
+                bad(flag, f"{value} must be > 0")
+        if self.lr_min is not None and self.lr_max is not None and self.lr_min >= self.lr_max:
+            bad("--lr-min", f"{self.lr_min} must be below --lr-max {self.lr_max}")
+        if self.lr_find_start >= self.lr_find_end:
+            bad("--lr-find-start", f"{self.lr_find_start} must be below --lr-find-end {self.lr_find_end}")
+        if self.lr_find_iters < 3:
+            bad("--lr-find-iters", f"{self.lr_find_iters} must be at least 3")
+        if self.device not in ("auto", "cpu", "cuda"):
+            bad("--device", f"unknown device {self.device!r}: choose auto, cpu or cuda")
+        if not 0 < self.target <= 1:
+            bad("--target", f"{self.target} is an accuracy fraction: give a value in (0, 1], e.g. 0.90")
+        if self.target_epoch < 1:
+            bad("--target-epoch", f"{self.target_epoch} must be at least 1")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)

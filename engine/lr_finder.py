@@ -1,0 +1,88 @@
+"""The LR range test (ignite's FastaiLRFinder) and the rule that turns its curve into LRMIN and LRMAX."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from ignite.handlers import FastaiLRFinder
+
+from engine.trainer import create_trainer
+
+log = logging.getLogger(__name__)
+
+# LRMIN: the first LR at which the smoothed loss has fallen by this share of its total fall.
+FALL_SHARE = 0.05
+# Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up but not a near-zero start.
+MIN_RATIO, MAX_RATIO = 2.0, 100.0
+# Used when the curve has no usable shape (never falls, or diverges at once).
+FALLBACK_DIV = 25.0
+
+
+@dataclass
+class RangeTest:
+    lrs: list[float]
+    losses: list[float]          # smoothed, as FastaiLRFinder reports them
+    lr_min: float
+    lr_max: float
+    suggestion: float | None     # FastaiLRFinder's steepest-gradient LR, None if it had none
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"lr": self.lrs, "loss": self.losses, "lr_min": self.lr_min, "lr_max": self.lr_max,
+                "suggestion": self.suggestion, "warnings": self.warnings}
+
+
+def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
+                   num_iter: int) -> RangeTest:
+    """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
+
+    The finder restores the model and optimizer states when it exits.
+    """
+    engine = create_trainer(model, optimizer, loss_fn, device)
+    finder = FastaiLRFinder()
+    with finder.attach(engine, to_save={"model": model, "optimizer": optimizer},
+                       output_transform=lambda out: out["loss"], num_iter=num_iter,
+                       start_lr=start_lr, end_lr=end_lr, step_mode="exp") as finder_engine:
+        finder_engine.run(loader)
+    results = finder.get_results()
+    lrs, losses = [float(v) for v in results["lr"]], [float(v) for v in results["loss"]]
+    try:
+        suggestion = float(finder.lr_suggestion())
+    except RuntimeError:  # too few points before the minimum: ignite says the curve is not U-shaped
+        suggestion = None
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr)
+    for w in warnings:
+        log.warning(w)
+    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings)
+
+
+def choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr):
+    """LRMAX = the steepest-fall LR; LRMIN = where the loss starts to fall; returns (lr_min, lr_max, warnings).
+
+    LRMIN is the first LR at which the smoothed loss is FALL_SHARE of the way from its first value
+    down to its minimum, then clipped so that LRMAX / LRMIN lies in [MIN_RATIO, MAX_RATIO].
+    Fallbacks, each with a warning: no suggestion (the curve never fell, or diverged at once) ->
+    LRMAX = geometric middle of the tested range; no start of fall -> LRMIN = LRMAX / FALLBACK_DIV.
+    """
+    warnings = []
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
+    if suggestion is None or not math.isfinite(suggestion):
+        lr_max = math.sqrt(start_lr * end_lr)
+        warnings.append(f"the LR range test found no steepest fall ({len(finite)} usable points); using "
+                        f"LRMAX = {lr_max:.3g}, the middle of [{start_lr:g}, {end_lr:g}]: pass --lr-max to choose")
+    else:
+        lr_max = suggestion
+    lr_min = None
+    if finite:
+        first = finite[0][1]
+        lowest = min(loss for _, loss in finite)
+        if lowest < first:
+            threshold = first - FALL_SHARE * (first - lowest)
+            lr_min = next(lr for lr, loss in finite if loss <= threshold)
+    if lr_min is None or lr_min >= lr_max:
+        lr_min = lr_max / FALLBACK_DIV
+        warnings.append(f"the LR range test shows no start of the loss fall below LRMAX; using "
+                        f"LRMIN = LRMAX/{FALLBACK_DIV:g} = {lr_min:.3g}: pass --lr-min to choose")
+    lr_min = min(max(lr_min, lr_max / MAX_RATIO), lr_max / MIN_RATIO)
+    return lr_min, lr_max, warnings

@@ -1,0 +1,1 @@
+"""One module per concern, each with an attach(...) function or a handler object with attach()."""

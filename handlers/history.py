@@ -1,0 +1,71 @@
+"""Metric tracking: one row per epoch, and the LR the optimizer used at every iteration."""
+from __future__ import annotations
+
+import time
+
+from ignite.engine import Engine, Events
+
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
+
+
+class MetricHistory:
+    """Rows of HISTORY_FIELDS, one per epoch, read from the engines' metrics once per epoch.
+
+    Attach after the train metrics and the per-epoch evaluation, so both are ready when it records.
+    `lr` is the LR of the epoch's last iteration; `seconds` covers training and the test pass.
+    """
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.rows: list[dict] = []
+        self._started = 0.0
+
+    def attach(self, trainer: Engine, evaluator: Engine) -> "MetricHistory":
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._start)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluator)
+        return self
+
+    def _start(self, engine: Engine) -> None:
+        self._started = time.perf_counter()
+
+    def _record(self, trainer: Engine, evaluator: Engine) -> None:
+        train, test = trainer.state.metrics, evaluator.state.metrics
+        self.rows.append({
+            "epoch": trainer.state.epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(train["train_loss"]),
+            "train_accuracy": float(train["train_accuracy"]),
+            "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"]),
+            "seconds": time.perf_counter() - self._started,
+        })
+
+    def state_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [dict(r) for r in state["rows"]]
+
+
+class LRRecorder:
+    """The LR in the optimizer at the start of every iteration, after the scheduler has set it.
+
+    Reading a Python float from param_groups costs no device sync.
+    """
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.lrs: list[float] = []
+
+    def attach(self, trainer: Engine) -> "LRRecorder":
+        trainer.add_event_handler(Events.ITERATION_STARTED, self._record)
+        return self
+
+    def _record(self, engine: Engine) -> None:
+        self.lrs.append(float(self.optimizer.param_groups[0]["lr"]))
+
+    def state_dict(self) -> dict:
+        return {"lrs": list(self.lrs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lrs = list(state["lrs"])

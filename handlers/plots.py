@@ -1,0 +1,65 @@
+"""PNG figures: the range test, the One Cycle schedule, and the learning curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def lr_finder_figure(lrs, losses, lr_min: float, lr_max: float):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, losses, label="smoothed loss")
+    ax.axvline(lr_min, color="tab:green", ls="--", label=f"LRMIN {lr_min:.3g}")
+    ax.axvline(lr_max, color="tab:red", ls="--", label=f"LRMAX {lr_max:.3g}")
+    ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="loss", title="LR range test")
+    ax.legend()
+    return fig
+
+
+def one_cycle_figure(lrs, lr_max: float):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(len(lrs)), lrs)
+    if lrs:
+        peak = max(range(len(lrs)), key=lrs.__getitem__)
+        ax.plot([peak], [lrs[peak]], "ro", label=f"peak {lrs[peak]:.3g} at iteration {peak}")
+        ax.legend()
+    ax.set(xlabel="iteration", ylabel="learning rate", title=f"One Cycle (LRMAX {lr_max:.3g})")
+    return fig
+
+
+def curves_figure(rows):
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in rows], "o-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.plot(epochs, [r["train_accuracy"] for r in rows], "o-", label="train")
+    ax_acc.plot(epochs, [r["test_accuracy"] for r in rows], "o-", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def save_lr_finder_plot(path: Path, lrs, losses, lr_min, lr_max) -> Path:
+    return _save(lr_finder_figure(lrs, losses, lr_min, lr_max), path)
+
+
+def save_one_cycle_plot(path: Path, lrs, lr_max) -> Path:
+    return _save(one_cycle_figure(lrs, lr_max), path)
+
+
+def save_curves_plot(path: Path, rows) -> Path:
+    return _save(curves_figure(rows), path)

@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Train the ERA Session 10 ResNet on CIFAR-10 with the assignment's recipe: `python run.py`.
+
+parse flags -> Config -> build the run (range test first) -> train -> table and verdict.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+
+from engine.config import Config
+from engine.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see python run.py --help)\n")
+
+
+def parse_args(argv=None) -> Config:
+    d = Config()
+    p = OneLineParser(description="Train the ERA S10 custom ResNet on CIFAR-10 (defaults = the assignment).",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=["cifar10", "folder", "fake"], default=d.dataset,
+                   help="cifar10 (downloads if missing), folder (DIR/train and DIR/test, one subfolder per "
+                        "class, 32x32 images) or fake (random, for smoke runs and benchmarks)")
+    g.add_argument("--data-dir", default=d.data_dir,
+                   help="dataset location; for cifar10 defaults to $ERA_S10_DATA or ~/.cache/era_s10")
+    g.add_argument("--subset", type=int, default=d.subset, metavar="N",
+                   help="use the first N training images and the first N//5 test images")
+    g.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    g = p.add_argument_group("recipe")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay (L2)")
+    g.add_argument("--peak-epoch", type=float, default=d.peak_epoch,
+                   help="epoch at whose end the LR peaks (fractional allowed); default: 5/24 of --epochs")
+    g.add_argument("--lr-min", type=float, default=d.lr_min, help="LRMIN; default: from the LR range test")
+    g.add_argument("--lr-max", type=float, default=d.lr_max, help="LRMAX; default: from the LR range test")
+    g.add_argument("--lr-find-only", action="store_true", help="run only the LR range test, print LRMIN/LRMAX, exit")
+    g.add_argument("--lr-find-start", type=float, default=d.lr_find_start, help="range test start LR")
+    g.add_argument("--lr-find-end", type=float, default=d.lr_find_end, help="range test end LR")
+    g.add_argument("--lr-find-iters", type=int, default=d.lr_find_iters, help="range test iterations")
+    g.add_argument("--width", type=int, default=d.width,
+                   help="base channel count; 64 is the assignment's network (smaller only for quick tests)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=d.seed, help="a fixed seed gives the same numbers on CPU")
+    g.add_argument("--device", default=d.device, help="auto (CUDA when available), cpu or cuda")
+    g.add_argument("--output-dir", default=d.output_dir, help="where outputs go; default runs/<timestamp>")
+    g.add_argument("--target", type=float, default=d.target, help="test accuracy goal, a fraction")
+    g.add_argument("--target-epoch", type=int, default=d.target_epoch,
+                   help="the goal must hold from this epoch on")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    args = p.parse_args(argv)
+    return Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
+
+
+def lr_find_only(config: Config) -> None:
+    from engine.builder import build_components, find_lr
+
+    result = find_lr(build_components(config), config.resolved_output_dir())
+    print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g}  "
+          f"(plot: {config.resolved_output_dir() / 'plots' / 'lr_finder.png'})")
+
+
+def train(config: Config) -> None:
+    from engine.builder import build_run
+    from handlers.outputs import format_table, verdict
+
+    run = build_run(config)
+    print(f"LRMIN {run.lr_min:.4g}  LRMAX {run.lr_max:.4g}  params {run.params:,}  device {run.device}  "
+          f"output {run.output_dir}", flush=True)
+    summary = run.fit()
+    print(format_table(summary["history"]))
+    print(verdict(summary))
+
+
+def main(argv=None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config.validate()
+        lr_find_only(config) if config.lr_find_only else train(config)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
