@@ -83,6 +83,7 @@ def train(config: Config) -> None:
 def main(argv=None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ignite").setLevel(logging.WARNING)  # its per-epoch INFO lines duplicate our table
     try:
         config.validate()
         lr_find_only(config) if config.lr_find_only else train(config)

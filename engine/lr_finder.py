@@ -41,10 +41,19 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     """
     engine = create_trainer(model, optimizer, loss_fn, device)
     finder = FastaiLRFinder()
-    with finder.attach(engine, to_save={"model": model, "optimizer": optimizer},
-                       output_transform=lambda out: out["loss"], num_iter=num_iter,
-                       start_lr=start_lr, end_lr=end_lr, step_mode="exp") as finder_engine:
-        finder_engine.run(loader)
+    # ignite's exponential schedule scales the optimizer's *current* LR on its first step, so
+    # start from start_lr whatever LR the optimizer had; the finder then restores the rest.
+    original_lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = start_lr
+    try:
+        with finder.attach(engine, to_save={"model": model, "optimizer": optimizer},
+                           output_transform=lambda out: out["loss"], num_iter=num_iter,
+                           start_lr=start_lr, end_lr=end_lr, step_mode="exp") as finder_engine:
+            finder_engine.run(loader)
+    finally:
+        for group, lr in zip(optimizer.param_groups, original_lrs):
+            group["lr"] = lr
     results = finder.get_results()
     lrs, losses = [float(v) for v in results["lr"]], [float(v) for v in results["loss"]]
     try:

@@ -1,0 +1,50 @@
+"""Shared fixtures: run.py in a subprocess, and real images (sklearn's digits) as a folder dataset."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small, fast settings for runs whose point is not the model or the range test.
+QUICK = ["--device", "cpu", "--workers", "0", "--width", "8", "--no-progress"]
+
+
+def run_cli(*args: str, timeout: int = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` as a user would type it; returns the finished process."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), ERA_S10_DATA=str(Path(cwd or REPO) / "no-cifar-here"))
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *map(str, args)], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_summary(output_dir: Path) -> dict:
+    return json.loads((Path(output_dir) / "summary.json").read_text())
+
+
+def write_digits_folder(root: Path, test_share: float = 0.2, seed: int = 0) -> Path:
+    """sklearn's 1,797 handwritten digits (8x8, 17 grey levels) as 32x32 RGB PNGs in train/ and test/."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.images))
+    n_test = int(len(order) * test_share)
+    for split, idx in (("test", order[:n_test]), ("train", order[n_test:])):
+        for i in idx:
+            grey = (digits.images[i] * (255 / 16)).astype(np.uint8)
+            img = Image.fromarray(grey).resize((32, 32), Image.BILINEAR).convert("RGB")
+            folder = root / split / str(digits.target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    return write_digits_folder(tmp_path_factory.mktemp("digits"))
