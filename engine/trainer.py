@@ -29,7 +29,9 @@ class StepSpeed:
     def forward_of(self, model: nn.Module) -> Callable:
         # The compiled wrapper is used only to call the model; the model itself (its state_dict
         # keys, what checkpoints and the range test save) stays the plain nn.Module.
-        return torch.compile(model) if self.compile else model
+        # dynamic=False: one graph specialised per batch shape (the full batch and the last partial
+        # one), rather than a slower shape-generic graph after the second shape is seen.
+        return torch.compile(model, dynamic=False) if self.compile else model
 
 
 def to_device(batch, device: torch.device, channels_last: bool = False):

@@ -110,7 +110,7 @@ def test_run_with_the_gpu_data_path_on_cpu(tmp_path):
     from run import main
 
     out = tmp_path / "run"
-    rc = main(["--dataset", "fake", "--subset", "160", "--width", "8", "--batch-size", "32", "--epochs", "2",
+    rc = main(["--dataset", "fake", "--subset", "64", "--width", "8", "--batch-size", "32", "--epochs", "2",
                "--lr-min", "1e-3", "--lr-max", "1e-2", "--workers", "0", "--no-progress", "--device", "cpu",
                "--augment", "gpu", "--nan-check-every", "2", "--output-dir", str(out)])
     assert rc == 0
