@@ -34,6 +34,9 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--subset", type=int, default=d.subset, metavar="N",
                    help="use the first N training images and the first N//5 test images")
     g.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    g.add_argument("--augment", choices=["auto", "gpu", "cpu"], default=d.augment,
+                   help="data path: gpu (dataset on the device, batched augmentation there; also runs on "
+                        "CPU), cpu (albumentations in DataLoader workers); auto: gpu on CUDA, else cpu")
     g = p.add_argument_group("recipe")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -56,6 +59,12 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--target-epoch", type=int, default=d.target_epoch,
                    help="the goal must hold from this epoch on")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g = p.add_argument_group("speed")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
+                   help="bf16 autocast; default: on for CUDA; never used on CPU")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first epoch)")
+    g.add_argument("--nan-check-every", type=int, default=d.nan_check_every, metavar="N",
+                   help="stop on a NaN/inf loss, checked at each epoch end and, if N > 0, every N iterations")
     args = p.parse_args(argv)
     return Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
 

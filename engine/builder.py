@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
@@ -19,13 +20,15 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from data.datasets import ImageData, load_dataset
+from data.gpu_loader import gpu_loaders
 from data.loaders import cpu_loaders
 from engine.config import Config
 from engine.errors import UserError
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.schedule import attach_one_cycle, one_cycle_milestones
-from engine.trainer import attach_train_metrics, create_evaluator, create_trainer
+from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, create_trainer
 from handlers.history import LRRecorder, MetricHistory
+from handlers.nonfinite import NonFiniteLossCheck
 from handlers.outputs import build_summary, write_atomic, write_run_files
 from handlers.plots import save_curves_plot, save_lr_finder_plot, save_one_cycle_plot
 from models import CustomResNet, count_parameters
@@ -41,6 +44,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_augment(name: str, device: torch.device) -> str:
+    """auto -> gpu on CUDA (a per-image CPU pipeline cannot feed the GPU), cpu elsewhere."""
+    if name == "auto":
+        return "gpu" if device.type == "cuda" else "cpu"
+    return name
+
+
+def build_loaders(config: Config, data: ImageData, device: torch.device, speed: StepSpeed):
+    """(train, test) loaders of the data path config.augment chooses."""
+    if resolve_augment(config.augment, device) == "gpu":
+        return gpu_loaders(data, config.batch_size, config.seed, device, idist.get_rank(),
+                           idist.get_world_size(), channels_last=speed.channels_last)
+    return cpu_loaders(data, config.batch_size, config.workers, config.seed)
+
+
 @dataclass
 class Components:
     """What a run is made of before any Engine exists (also all the range test needs)."""
@@ -52,6 +70,7 @@ class Components:
     loss_fn: nn.Module
     train_loader: Any
     test_loader: Any
+    speed: StepSpeed = StepSpeed()
 
 
 def build_components(config: Config) -> Components:
@@ -59,18 +78,23 @@ def build_components(config: Config) -> Components:
     device = resolve_device(config.device)
     manual_seed(config.seed)
     data = load_dataset(config.dataset, config.data_dir, config.subset, config.seed)
-    model = CustomResNet(num_classes=data.num_classes, width=config.width).to(device)
+    speed = StepSpeed.for_device(device, config.amp, config.compile)
+    model = CustomResNet(num_classes=data.num_classes, width=config.width).to(
+        device, memory_format=torch.channels_last if speed.channels_last else torch.preserve_format)
     # The scheduler sets the LR every iteration; this initial value is only a placeholder.
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_find_start, weight_decay=config.weight_decay)
-    train_loader, test_loader = cpu_loaders(data, config.batch_size, config.workers, config.seed)
-    return Components(config, device, data, model, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader)
+    # fused: one kernel for the whole update instead of several per parameter (CUDA only).
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_find_start, weight_decay=config.weight_decay,
+                                 fused=True if device.type == "cuda" else None)
+    train_loader, test_loader = build_loaders(config, data, device, speed)
+    return Components(config, device, data, model, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
+                      speed)
 
 
 def find_lr(c: Components, output_dir: Path) -> RangeTest:
     """Run the range test, write plots/lr_finder.png and lr_finder.json; the model and optimizer are restored."""
     cfg = c.config
     result = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device,
-                            cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters)
+                            cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters, c.speed)
     save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.lrs, result.losses,
                         result.lr_min, result.lr_max)
     write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
@@ -144,15 +168,16 @@ def build_run(config: Config) -> Run:
         range_test = find_lr(c, output_dir)
     lr_min, lr_max = resolve_lr_bounds(config, range_test)
 
-    trainer = create_trainer(c.model, c.optimizer, c.loss_fn, c.device)
+    trainer = create_trainer(c.model, c.optimizer, c.loss_fn, c.device, c.speed)
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: c.train_loader.set_epoch(e.state.epoch - 1))
     milestones = one_cycle_milestones(lr_min, lr_max, len(c.train_loader), config.epochs,
                                       config.resolved_peak_epoch)
     scheduler = attach_one_cycle(trainer, c.optimizer, milestones)
     lr_recorder = LRRecorder(c.optimizer).attach(trainer)
     attach_train_metrics(trainer, c.loss_fn, c.device)
+    NonFiniteLossCheck(config.nan_check_every).attach(trainer)  # before the evaluation and the outputs
 
-    evaluator = create_evaluator(c.model, c.loss_fn, c.device)
+    evaluator = create_evaluator(c.model, c.loss_fn, c.device, c.speed)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(c.test_loader))
     history = MetricHistory(c.optimizer).attach(trainer, evaluator)
     if config.progress:

@@ -18,6 +18,7 @@ class Config:
     data_dir: str | None = None          # None: $ERA_S10_DATA or ~/.cache/era_s10 (cifar10)
     subset: int | None = None            # first N train images and N//5 test images
     workers: int = 2
+    augment: str = "auto"                # auto (gpu on CUDA, else cpu) | gpu | cpu
     # model
     width: int = 64                      # 64 is the assignment's network; smaller for quick tests
     # recipe
@@ -38,6 +39,10 @@ class Config:
     target: float = 0.90
     target_epoch: int = 19
     progress: bool = True
+    # speed
+    amp: bool | None = None              # bf16 autocast; None: on for CUDA (never on CPU)
+    compile: bool = False                # torch.compile the model's forward
+    nan_check_every: int = 0             # also check the loss every N iterations (0: once per epoch)
 
     @property
     def resolved_peak_epoch(self) -> float:
@@ -77,6 +82,10 @@ class Config:
             bad("--lr-find-iters", f"{self.lr_find_iters} must be at least 3")
         if self.device not in ("auto", "cpu", "cuda"):
             bad("--device", f"unknown device {self.device!r}: choose auto, cpu or cuda")
+        if self.augment not in ("auto", "gpu", "cpu"):
+            bad("--augment", f"unknown data path {self.augment!r}: choose auto, gpu or cpu")
+        if self.nan_check_every < 0:
+            bad("--nan-check-every", f"{self.nan_check_every} must be 0 (once per epoch) or more")
         if not 0 < self.target <= 1:
             bad("--target", f"{self.target} is an accuracy fraction: give a value in (0, 1], e.g. 0.90")
         if self.target_epoch < 1:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ignite.handlers import FastaiLRFinder
 
-from engine.trainer import create_trainer
+from engine.trainer import StepSpeed, create_trainer
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,12 @@ class RangeTest:
 
 
 def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
-                   num_iter: int) -> RangeTest:
+                   num_iter: int, speed: StepSpeed = StepSpeed()) -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
     The finder restores the model and optimizer states when it exits.
     """
-    engine = create_trainer(model, optimizer, loss_fn, device)
+    engine = create_trainer(model, optimizer, loss_fn, device, speed)
     finder = FastaiLRFinder()
     # ignite's exponential schedule scales the optimizer's *current* LR on its first step, so
     # start from start_lr whatever LR the optimizer had; the finder then restores the rest.

@@ -1,6 +1,7 @@
 """The train step, the trainer Engine and the evaluator Engine."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -9,34 +10,64 @@ from ignite.metrics import Accuracy, Loss
 from torch import nn
 
 
-def to_device(batch, device: torch.device):
+@dataclass(frozen=True)
+class StepSpeed:
+    """How steps run on the device; the math is the same (up to bf16 rounding under `amp`)."""
+    amp: bool = False            # bf16 autocast (no GradScaler needed: bf16 has fp32's range)
+    channels_last: bool = False  # NHWC activations: what tensor-core convolutions want
+    compile: bool = False        # torch.compile the forward (the first steps pay the compilation)
+
+    @classmethod
+    def for_device(cls, device: torch.device, amp: bool | None = None, compile: bool = False) -> "StepSpeed":
+        """amp and channels_last on CUDA (amp unless amp=False); plain fp32 NCHW on CPU."""
+        cuda = device.type == "cuda"
+        return cls(amp=cuda and amp is not False, channels_last=cuda, compile=compile)
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def forward_of(self, model: nn.Module) -> Callable:
+        # The compiled wrapper is used only to call the model; the model itself (its state_dict
+        # keys, what checkpoints and the range test save) stays the plain nn.Module.
+        # dynamic=False: one graph specialised per batch shape (the full batch and the last partial
+        # one), rather than a slower shape-generic graph after the second shape is seen.
+        return torch.compile(model, dynamic=False) if self.compile else model
+
+
+def to_device(batch, device: torch.device, channels_last: bool = False):
     x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    # Already on the device and in that layout (the GPU data path): both calls return x and y as they are.
+    return x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
 
 
 def create_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable,
-                      device: torch.device) -> Callable:
+                      device: torch.device, speed: StepSpeed = StepSpeed()) -> Callable:
     """forward >> loss >> backward >> optimizer step; returns detached tensors, never a Python float.
 
     Returning tensors (not `loss.item()`) keeps the host from waiting on the device every iteration;
     metrics accumulate them on the device and are read once per epoch.
     """
+    forward = speed.forward_of(model)
+
     def train_step(engine: Engine, batch) -> dict:
         model.train()
-        x, y = to_device(batch, device)
+        x, y = to_device(batch, device, speed.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with speed.autocast(device):
+            logits = forward(x)
+            loss = loss_fn(logits, y)
         loss.backward()
         optimizer.step()
-        return {"loss": loss.detach(), "y_pred": logits.detach(), "y": y}
+        # fp32 logits for the metrics (they recompute the loss outside autocast); free in fp32.
+        return {"loss": loss.detach(), "y_pred": logits.detach().float(), "y": y}
 
     return train_step
 
 
-def create_trainer(model, optimizer, loss_fn, device) -> Engine:
+def create_trainer(model, optimizer, loss_fn, device, speed: StepSpeed = StepSpeed()) -> Engine:
     """A bare trainer Engine (no handlers): the range test uses one, the run another."""
-    return Engine(create_train_step(model, optimizer, loss_fn, device))
+    return Engine(create_train_step(model, optimizer, loss_fn, device, speed))
 
 
 def attach_train_metrics(trainer: Engine, loss_fn: Callable, device: torch.device) -> None:
@@ -48,13 +79,18 @@ def attach_train_metrics(trainer: Engine, loss_fn: Callable, device: torch.devic
     Accuracy(output_transform=logits_and_labels, device=device).attach(trainer, "train_accuracy")
 
 
-def create_evaluator(model: nn.Module, loss_fn: Callable, device: torch.device) -> Engine:
+def create_evaluator(model: nn.Module, loss_fn: Callable, device: torch.device,
+                     speed: StepSpeed = StepSpeed()) -> Engine:
     """An Engine that returns (logits, labels) per batch, with test `accuracy` and `loss` attached."""
+    forward = speed.forward_of(model)
+
     @torch.no_grad()
     def eval_step(engine: Engine, batch):
         model.eval()
-        x, y = to_device(batch, device)
-        return model(x), y
+        x, y = to_device(batch, device, speed.channels_last)
+        with speed.autocast(device):
+            logits = forward(x)
+        return logits.float(), y
 
     evaluator = Engine(eval_step)
     Accuracy(device=device).attach(evaluator, "accuracy")
