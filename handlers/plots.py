@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG (folders created) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -54,12 +55,12 @@ def curves_figure(rows):
 
 
 def save_lr_finder_plot(path: Path, lrs, losses, lr_min, lr_max) -> Path:
-    return _save(lr_finder_figure(lrs, losses, lr_min, lr_max), path)
+    return save_figure(lr_finder_figure(lrs, losses, lr_min, lr_max), path)
 
 
 def save_one_cycle_plot(path: Path, lrs, lr_max) -> Path:
-    return _save(one_cycle_figure(lrs, lr_max), path)
+    return save_figure(one_cycle_figure(lrs, lr_max), path)
 
 
 def save_curves_plot(path: Path, rows) -> Path:
-    return _save(curves_figure(rows), path)
+    return save_figure(curves_figure(rows), path)
