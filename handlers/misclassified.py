@@ -17,22 +17,40 @@ import torch.nn.functional as F
 from ignite.engine import Events
 
 from handlers.outputs import write_atomic
-from handlers.plots import plt, save_figure
+from handlers.plots import plt, render_figure, save_png
 
 FOLDER = "misclassified"
 
 
-def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[str], probability: list[float],
-                         title: str, columns: int = 5):
-    """A grid of uint8 HWC images, each titled "true -> predicted (probability)"."""
+def mosaic(images: np.ndarray, columns: int, scale: int, gap: int, title_height: int) -> np.ndarray:
+    """uint8 HWC images, each enlarged `scale` times (nearest), on a white sheet with room for a title above."""
     rows = max(1, math.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.4 * rows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, t, p, prob in zip(axes.flat, images, true, predicted, probability):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(f"true: {t}\npred: {p} ({prob:.0%})", fontsize=8)
-    fig.suptitle(title if len(images) else f"{title}: no mistakes")
+    h, w = images.shape[1] * scale, images.shape[2] * scale
+    sheet = np.full((rows * (h + title_height + gap), columns * (w + gap), 3), 255, np.uint8)
+    for k, image in enumerate(images):
+        top, left = (k // columns) * (h + title_height + gap) + title_height, (k % columns) * (w + gap)
+        sheet[top:top + h, left:left + w] = image.repeat(scale, axis=0).repeat(scale, axis=1)
+    return sheet
+
+
+def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[str], probability: list[float],
+                         title: str, columns: int = 5, scale: int = 4):
+    """A grid of uint8 HWC images, each titled with true class, predicted class and its probability.
+
+    One axes holding one mosaic (not an axes per image): drawing stays cheap enough for every epoch.
+    """
+    gap, title_height = 8, 34
+    sheet = mosaic(images, columns, scale, gap, title_height) if len(images) else np.full((64, 320, 3), 255, np.uint8)
+    cell_w, cell_h = images.shape[2] * scale + gap if len(images) else 0, \
+        images.shape[1] * scale + title_height + gap if len(images) else 0
+    fig = plt.figure(figsize=(sheet.shape[1] / 100, sheet.shape[0] / 100 + 0.4))
+    ax = fig.add_axes((0, 0, 1, sheet.shape[0] / (sheet.shape[0] + 40)))
+    ax.imshow(sheet, interpolation="nearest")
+    ax.axis("off")
+    for k, (t, p, prob) in enumerate(zip(true, predicted, probability)):
+        x, y = (k % columns) * cell_w + (cell_w - gap) / 2, (k // columns) * cell_h + title_height - 3
+        ax.text(x, y, f"true: {t}\npred: {p} ({prob:.0%})", ha="center", va="bottom", fontsize=7.5)
+    fig.suptitle(title if len(images) else f"{title}: no mistakes", fontsize=10, y=0.995, va="top")
     return fig
 
 
@@ -93,8 +111,8 @@ class MisclassifiedDump:
         worst = wrong[np.argsort(-loss[wrong], kind="stable")[: self.count]]
         title = f"epoch {epoch}: {len(worst)} highest-loss of {len(wrong)} mistakes in {len(y)} test images"
         # The stored uint8 HWC images: true colours and the right way round, no de-normalising needed.
-        grid = misclassified_figure(self.run.data.test_x[worst], names(y[worst]), names(predicted[worst]),
-                                    probability[worst].tolist(), title)
+        grid = render_figure(misclassified_figure(self.run.data.test_x[worst], names(y[worst]),
+                                                  names(predicted[worst]), probability[worst].tolist(), title))
+        save_png(grid, folder / f"epoch_{epoch:02d}.png")
         if self.tb_logger is not None:
-            self.tb_logger.writer.add_figure("test/misclassified", grid, epoch, close=False)
-        save_figure(grid, folder / f"epoch_{epoch:02d}.png")
+            self.tb_logger.writer.add_image("test/misclassified", grid, epoch, dataformats="HWC")
