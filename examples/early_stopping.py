@@ -33,7 +33,7 @@ if __name__ == "__main__":
 
     # A quick CPU run on generated data; Config() alone is the assignment's CIFAR-10 recipe.
     config = Config(dataset="fake", subset=512, epochs=6, batch_size=64, width=16, workers=0, device="cpu",
-                    lr_min=1e-3, lr_max=1e-2, progress=False, output_dir="runs/early_stopping_example")
+                    lr_min=1e-3, lr_max=1e-2, progress=False)  # output: runs/<timestamp>
     run = build_run(config)
     attach(run, patience=2)
     summary = run.fit()

@@ -187,11 +187,19 @@ def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True
     return {**objects, "checkpointer": latest}
 
 
-def load_resume_point(objects: dict[str, Any], point: ResumePoint) -> None:
-    """Load every object a checkpoint has state for; a different model is a one-line error."""
-    to_load = {k: v for k, v in objects.items() if k in point.state}
+def load_resume_point(objects: dict[str, Any], point: ResumePoint, folder: Path) -> None:
+    """Load every object a checkpoint has state for; a different model is a one-line error.
+
+    The checkpointers' file lists keep only files present in `folder`: resumed into a new --output-dir,
+    they would otherwise try to delete the old run's files there.
+    """
+    state = dict(point.state)
+    for key in ("checkpointer", "best_checkpointer"):
+        if key in state:
+            state[key] = {"_saved": [item for item in state[key]["_saved"] if (Path(folder) / item[1]).is_file()]}
+    to_load = {k: v for k, v in objects.items() if k in state}
     try:
-        Checkpoint.load_objects(to_load, point.state)
+        Checkpoint.load_objects(to_load, state)
     except (RuntimeError, KeyError, ValueError) as e:
         raise UserError(f"{point.path} does not fit this run ({_first_line(e)[:200]}): it is a checkpoint of "
                         f"another model; resume with the flags it was saved with (e.g. --width), or use a new "

@@ -20,6 +20,14 @@ def stopped_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """The same --epochs 3 run, done straight through."""
+    out = tmp_path_factory.mktemp("straight")
+    assert train(out, "--epochs", "3", *LR) == 0
+    return out
+
+
 def metrics(summary: dict) -> dict:
     rows = [{k: v for k, v in row.items() if k != "seconds"} for row in summary["history"]]
     keep = ("final_test_accuracy", "best_test_accuracy", "epochs_completed", "completed", "lr_min", "lr_max",
@@ -34,9 +42,8 @@ def test_stopped_run_keeps_the_last_checkpoints(stopped_run):
     assert read_summary(stopped_run)["completed"] is False
 
 
-def test_resumed_run_matches_straight_run(stopped_run, tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert train(straight, "--epochs", "3", *LR) == 0
+def test_resumed_run_matches_straight_run(stopped_run, straight_run, tmp_path):
+    straight, resumed = straight_run, tmp_path / "resumed"
     shutil.copytree(stopped_run, resumed)
     # No --lr-min/--lr-max: the bounds must come from the checkpoint, not from a range test.
     assert train(resumed, "--epochs", "3", "--checkpoint-every", "3", "--resume", "auto") == 0
@@ -54,6 +61,20 @@ def test_resumed_run_matches_straight_run(stopped_run, tmp_path):
     # The checkpointers' own lists came back too: still only K=2 training checkpoints and one best model.
     assert len(training_checkpoints(resumed)) == 2
     assert len(list((resumed / "checkpoints").glob("best_model_*.pt"))) == 1
+
+
+def test_resume_from_a_file_into_a_new_folder(stopped_run, straight_run, tmp_path):
+    out = tmp_path / "elsewhere"
+    path = stopped_run / "checkpoints" / "checkpoint_3.pt"  # mid-epoch 1
+    assert train(out, "--epochs", "3", "--resume", path, "--checkpoint-every", "3", "--keep-checkpoints", "1") == 0
+    summary = read_summary(out)
+    assert summary["resumed_from"] == str(path) and summary["completed"] is True
+    assert [r["epoch"] for r in summary["history"]] == [1, 2, 3]
+    assert len((out / "lr_schedule.csv").read_text().splitlines()) == 1 + 3 * ITERS_PER_EPOCH
+    # The schedule continued at iteration 4, whatever the data: the LRs match the straight run's.
+    assert (out / "lr_schedule.csv").read_text() == (straight_run / "lr_schedule.csv").read_text()
+    assert [p.name for p in training_checkpoints(out)] == [f"checkpoint_{3 * ITERS_PER_EPOCH}.pt"]
+    assert (stopped_run / "checkpoints" / "checkpoint_3.pt").exists()  # the old run's files are untouched
 
 
 def _close(a, b) -> bool:
@@ -112,9 +133,8 @@ def test_corrupt_checkpoint_is_one_line(stopped_run, tmp_path, capsys):
     assert str(damaged) in line and "damaged" in line
 
 
-def test_resume_of_a_finished_run_is_refused(stopped_run, tmp_path, capsys):
-    out = tmp_path / "done"
-    assert train(out, "--epochs", "1", *LR) == 0
-    capsys.readouterr()
-    assert train(out, "--epochs", "1", "--resume", "auto") == 2
+def test_resume_of_a_finished_run_is_refused(straight_run, capsys):
+    before = (straight_run / "summary.json").read_text()
+    assert train(straight_run, "--epochs", "3", "--resume", "auto") == 2
     assert "nothing to resume" in one_error_line(capsys)
+    assert (straight_run / "summary.json").read_text() == before
