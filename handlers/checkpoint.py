@@ -146,7 +146,7 @@ def _check_resumable(point: ResumePoint, config) -> None:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".strip()
+    return f"{type(e).__name__}: {text[0][:160] if text else ''}".strip()
 
 
 def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
