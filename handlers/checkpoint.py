@@ -145,8 +145,10 @@ def _check_resumable(point: ResumePoint, config) -> None:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160] if text else ''}".strip()
+    text = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    # load_state_dict's first line is only a header ("Error(s) in loading ..."); the cause is on the next.
+    first = " ".join(text[:2]) if len(text) > 1 and text[0].endswith(":") else (text[0] if text else "")
+    return f"{type(e).__name__}: {first[:200]}".strip()
 
 
 def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
@@ -201,7 +203,7 @@ def load_resume_point(objects: dict[str, Any], point: ResumePoint, folder: Path)
     try:
         Checkpoint.load_objects(to_load, state)
     except (RuntimeError, KeyError, ValueError) as e:
-        raise UserError(f"{point.path} does not fit this run ({_first_line(e)[:200]}): it is a checkpoint of "
+        raise UserError(f"{point.path} does not fit this run ({_first_line(e)}): it is a checkpoint of "
                         f"another model; resume with the flags it was saved with (e.g. --width), or use a new "
                         f"--output-dir") from None
     log.info("resumed from %s at iteration %d", point.path, point.iteration)
