@@ -9,6 +9,7 @@ AMP scaler; a run that has one as `run.scaler` gets it saved and restored too.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import pickle
 import random
@@ -207,3 +208,33 @@ def load_resume_point(objects: dict[str, Any], point: ResumePoint, folder: Path)
                         f"another model; resume with the flags it was saved with (e.g. --width), or use a new "
                         f"--output-dir") from None
     log.info("resumed from %s at iteration %d", point.path, point.iteration)
+
+
+class SkipFirstBatches:
+    """The train loader, except that its next iterator starts `skip` batches into the epoch.
+
+    Resumed mid-epoch, ignite runs only the epoch's remaining iterations but takes them from the
+    start of the data; skipping the batches already trained on gives the batches a straight run sees
+    (they are still loaded, which keeps the augmentation RNG streams in step).
+    """
+
+    def __init__(self, loader, skip: int):
+        self.loader, self.skip = loader, skip
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        skip, self.skip = self.skip, 0
+        return itertools.islice(iterator, skip, None) if skip else iterator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
+
+
+def align_train_loader(run, point: ResumePoint) -> None:
+    """After a mid-epoch resume, make run.fit() continue with the batches after the checkpoint's."""
+    done_in_epoch = point.iteration % len(run.train_loader)
+    if done_in_epoch:
+        run.train_loader = SkipFirstBatches(run.train_loader, done_in_epoch)

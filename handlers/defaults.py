@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import ignite.distributed as idist
 
-from handlers.checkpoint import CHECKPOINT_DIR, ResumePoint, attach_checkpoints, load_resume_point
+from handlers.checkpoint import (CHECKPOINT_DIR, ResumePoint, align_train_loader, attach_checkpoints,
+                                 load_resume_point)
 from handlers.confusion import ConfusionTracker
 from handlers.misclassified import MisclassifiedDump
 from handlers.tensorboard import TensorBoardWriter
@@ -25,4 +26,5 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
     if resume is not None:
         load_resume_point(objects, resume, run.output_dir / CHECKPOINT_DIR)
+        align_train_loader(run, resume)
         run.summary_extra["resumed_from"] = str(resume.path)
