@@ -65,6 +65,20 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first epoch)")
     g.add_argument("--nan-check-every", type=int, default=d.nan_check_every, metavar="N",
                    help="stop on a NaN/inf loss, checked at each epoch end and, if N > 0, every N iterations")
+    g = p.add_argument_group("checkpoints, dumps and custom handlers")
+    g.add_argument("--resume", default=d.resume, metavar="auto|PATH",
+                   help="continue a run: 'auto' = the newest checkpoint in --output-dir, or a checkpoint file")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N",
+                   help="also save a training checkpoint every N iterations (0: at epoch ends only)")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, metavar="K",
+                   help="training checkpoints kept in OUTPUT/checkpoints (the best model is kept apart)")
+    g.add_argument("--dump-every", type=int, default=d.dump_every, metavar="N",
+                   help="write OUTPUT/misclassified/epoch_XX.png/.csv every N epochs (and after the last)")
+    g.add_argument("--misclassified-count", type=int, default=d.misclassified_count, metavar="N",
+                   help="highest-loss mistakes shown in the misclassified grid")
+    g.add_argument("--handler", dest="handlers", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="call FUNCTION(run) from MODULE (package.module or path/to/file.py) after the run is "
+                        "built and before training; repeatable. See examples/")
     args = p.parse_args(argv)
     return Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
 
@@ -79,9 +93,14 @@ def lr_find_only(config: Config) -> None:
 
 def train(config: Config) -> None:
     from engine.builder import build_run
+    from handlers.custom import load_handler
     from handlers.outputs import format_table, verdict
 
+    # Resolved before the build, so a bad --handler fails before any training (or range test) runs.
+    custom_handlers = [load_handler(spec) for spec in config.handlers]
     run = build_run(config)
+    for attach in custom_handlers:
+        attach(run)
     print(f"LRMIN {run.lr_min:.4g}  LRMAX {run.lr_max:.4g}  params {run.params:,}  device {run.device}  "
           f"output {run.output_dir}", flush=True)
     summary = run.fit()

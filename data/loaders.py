@@ -40,16 +40,22 @@ class SeedableLoader:
 
     def __init__(self, loader: torch.utils.data.DataLoader, generator: torch.Generator, seed: int):
         self.loader, self.generator, self.seed = loader, generator, seed
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        epoch_seed = self.seed * 100_003 + epoch
-        self.generator.manual_seed(epoch_seed)
-        self.loader.dataset.reseed(epoch_seed)
+        self.epoch = epoch
         sampler = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # DistributedSampler
             sampler.set_epoch(epoch)
 
     def __iter__(self):
+        # Reseed here, not in set_epoch: after EPOCH_STARTED ignite calls next() once more on the previous
+        # epoch's iterator, and that call draws from the generator (RandomSampler's remainder randperm).
+        # Seeded in set_epoch, the new epoch's shuffle would depend on it, and a resumed run (no previous
+        # iterator) would see other batches than a straight run.
+        epoch_seed = self.seed * 100_003 + self.epoch
+        self.generator.manual_seed(epoch_seed)
+        self.loader.dataset.reseed(epoch_seed)
         return iter(self.loader)
 
     def __len__(self) -> int:

@@ -27,6 +27,8 @@ from engine.errors import UserError
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.schedule import attach_one_cycle, one_cycle_milestones
 from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, create_trainer
+from handlers.checkpoint import find_resume_point
+from handlers.defaults import attach_default_handlers
 from handlers.history import LRRecorder, MetricHistory
 from handlers.nonfinite import NonFiniteLossCheck
 from handlers.outputs import build_summary, write_atomic, write_run_files
@@ -137,6 +139,7 @@ class Run:
     output_dir: Path
     train_seconds: float = 0.0
     summary_extra: dict = field(default_factory=dict)  # handlers may add keys to summary.json
+    tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
 
     @property
     def params(self) -> int:
@@ -159,14 +162,22 @@ class Run:
 
 
 def build_run(config: Config) -> Run:
-    """Build a run with the recipe's handlers; the range test runs first, before anything is attached."""
+    """Build a run with the recipe's handlers; the range test runs first, before anything is attached.
+
+    With --resume, LRMIN/LRMAX come from the checkpoint (no range test) and every stateful object is
+    loaded from it once built.
+    """
     c = build_components(config)
     output_dir = config.resolved_output_dir()
+    resume = find_resume_point(config, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     range_test = None
-    if config.lr_min is None or config.lr_max is None:
-        range_test = find_lr(c, output_dir)
-    lr_min, lr_max = resolve_lr_bounds(config, range_test)
+    if resume is not None:
+        lr_min, lr_max = resume.lr_min, resume.lr_max
+    else:
+        if config.lr_min is None or config.lr_max is None:
+            range_test = find_lr(c, output_dir)
+        lr_min, lr_max = resolve_lr_bounds(config, range_test)
 
     trainer = create_trainer(c.model, c.optimizer, c.loss_fn, c.device, c.speed)
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: c.train_loader.set_epoch(e.state.epoch - 1))
@@ -186,6 +197,7 @@ def build_run(config: Config) -> Run:
     run = Run(config, c.device, c.data, c.model, c.optimizer, c.loss_fn, c.train_loader, c.test_loader,
               trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir)
     _attach_outputs(run)
+    attach_default_handlers(run, resume)
     return run
 
 

@@ -43,6 +43,13 @@ class Config:
     amp: bool | None = None              # bf16 autocast; None: on for CUDA (never on CPU)
     compile: bool = False                # torch.compile the model's forward
     nan_check_every: int = 0             # also check the loss every N iterations (0: once per epoch)
+    # handlers (outputs beyond summary.json and the plots)
+    resume: str | None = None            # None: new run; "auto": newest checkpoint in --output-dir; or a path
+    checkpoint_every: int = 0            # also checkpoint every N iterations (0: epoch ends only)
+    keep_checkpoints: int = 2            # training checkpoints kept on disk (the best model is kept apart)
+    dump_every: int = 1                  # misclassified dump every N epochs (and always after the last)
+    misclassified_count: int = 20        # mistakes shown in the misclassified grid
+    handlers: list[str] = field(default_factory=list)  # "package.module:function", called with the Run
 
     @property
     def resolved_peak_epoch(self) -> float:
@@ -90,6 +97,19 @@ class Config:
             bad("--target", f"{self.target} is an accuracy fraction: give a value in (0, 1], e.g. 0.90")
         if self.target_epoch < 1:
             bad("--target-epoch", f"{self.target_epoch} must be at least 1")
+        if self.resume is not None and self.resume != "auto" and not Path(self.resume).is_file():
+            bad("--resume", f"{self.resume} is not a file: give a checkpoint .pt file, or 'auto' for the newest "
+                            f"in --output-dir")
+        if self.resume == "auto" and self.output_dir is None:
+            bad("--resume", "auto looks for checkpoints in --output-dir: pass the --output-dir of the run to continue")
+        if self.checkpoint_every < 0:
+            bad("--checkpoint-every", f"{self.checkpoint_every} must be 0 (epoch ends only) or more")
+        if self.keep_checkpoints < 1:
+            bad("--keep-checkpoints", f"{self.keep_checkpoints} must be at least 1")
+        if self.dump_every < 1:
+            bad("--dump-every", f"{self.dump_every} must be at least 1")
+        if self.misclassified_count < 1:
+            bad("--misclassified-count", f"{self.misclassified_count} must be at least 1")
         return self
 
     def to_dict(self) -> dict:

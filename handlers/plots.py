@@ -4,16 +4,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG (folders created) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def render_figure(fig, dpi: int = 100) -> np.ndarray:
+    """Draw a figure once into an (H, W, 3) uint8 array and close it (one draw serves the PNG and TensorBoard)."""
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, image)
     return path
 
 
@@ -54,12 +71,12 @@ def curves_figure(rows):
 
 
 def save_lr_finder_plot(path: Path, lrs, losses, lr_min, lr_max) -> Path:
-    return _save(lr_finder_figure(lrs, losses, lr_min, lr_max), path)
+    return save_figure(lr_finder_figure(lrs, losses, lr_min, lr_max), path)
 
 
 def save_one_cycle_plot(path: Path, lrs, lr_max) -> Path:
-    return _save(one_cycle_figure(lrs, lr_max), path)
+    return save_figure(one_cycle_figure(lrs, lr_max), path)
 
 
 def save_curves_plot(path: Path, rows) -> Path:
-    return _save(curves_figure(rows), path)
+    return save_figure(curves_figure(rows), path)

@@ -1,0 +1,1 @@
+"""Runnable examples of custom handlers: `python run.py --handler examples.<module>:attach`."""

@@ -1,0 +1,240 @@
+"""Checkpoints (ignite Checkpoint + DiskSaver, atomic writes) and resuming from them.
+
+OUTPUT/checkpoints/checkpoint_<iteration>.pt: the last K training checkpoints, each holding everything
+a resumed run needs (model, optimizer, One Cycle scheduler, trainer state, metric history, LR record,
+RNG states, LRMIN/LRMAX and the run's settings, the checkpointers' own file lists).
+OUTPUT/checkpoints/best_model_<epoch>_test_accuracy=<acc>.pt: the model's state_dict alone, at its best
+test accuracy. The recipe trains in fp32 (bf16 autocast, if used, needs no GradScaler), so there is no
+AMP scaler; a run that has one as `run.scaler` gets it saved and restored too.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import random
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
+
+from engine.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+TRAINING_FILE = re.compile(r"^checkpoint_(\d+)\.pt$")
+# Settings that fix the One Cycle schedule and the data order: a resume must use the saved ones.
+SCHEDULE_SETTINGS = ("dataset", "subset", "epochs", "batch_size", "peak_epoch", "seed")
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "trainer", "run_state")
+
+
+class RNGStates:
+    """torch, CUDA, numpy and Python RNG states, as plain types that torch.load(weights_only=True) accepts."""
+
+    def state_dict(self) -> dict:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+class RunState:
+    """The run's LRMIN/LRMAX, training seconds so far and settings (a resume checks them against its own)."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def state_dict(self) -> dict:
+        return {"lr_min": self.run.lr_min, "lr_max": self.run.lr_max, "train_seconds": self.run.train_seconds,
+                "config": self.run.config.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.run.train_seconds = float(state["train_seconds"])
+
+
+@dataclass
+class ResumePoint:
+    """A loaded training checkpoint: read LRMIN/LRMAX from it before building, load the rest after."""
+    path: Path
+    state: dict
+
+    @property
+    def lr_min(self) -> float:
+        return float(self.state["run_state"]["lr_min"])
+
+    @property
+    def lr_max(self) -> float:
+        return float(self.state["run_state"]["lr_max"])
+
+    @property
+    def iteration(self) -> int:
+        return int(self.state["trainer"]["iteration"])
+
+
+def training_checkpoints(output_dir: Path) -> list[Path]:
+    """Training checkpoints in OUTPUT/checkpoints, oldest first by trainer iteration (not file time)."""
+    folder = Path(output_dir) / CHECKPOINT_DIR
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_*.pt") if (m := TRAINING_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_resume_point(config, output_dir: Path) -> ResumePoint | None:
+    """The checkpoint --resume names (None for a new run); refuses to start a new run over old checkpoints."""
+    existing = training_checkpoints(output_dir)
+    if config.resume is None:
+        if existing:
+            raise UserError(f"{output_dir / CHECKPOINT_DIR} already holds checkpoints of an earlier run: "
+                            f"pass --resume auto to continue it, or choose a new --output-dir")
+        return None
+    if config.resume == "auto":
+        if not existing:
+            log.info("--resume auto: no checkpoint in %s yet; starting a new run", output_dir / CHECKPOINT_DIR)
+            return None
+        path = existing[-1]
+    else:
+        path = Path(config.resume)
+    point = ResumePoint(path, load_checkpoint_file(path))
+    _check_resumable(point, config)
+    return point
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """torch.load(weights_only=True) onto the CPU (load_state_dict moves tensors to the model's device)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(f"cannot read checkpoint {path} ({_first_line(e)}): the file is damaged or not a "
+                        f"torch checkpoint; pass another --resume file, or delete it to use the previous one")
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserError(f"{path} is not a training checkpoint of this trainer (no {', '.join(missing)}): "
+                        f"resume from OUTPUT/{CHECKPOINT_DIR}/checkpoint_<iteration>.pt, not a best_model file")
+    return state
+
+
+def _check_resumable(point: ResumePoint, config) -> None:
+    saved = point.state["run_state"]["config"]
+    differ = [k for k in SCHEDULE_SETTINGS if saved.get(k) != getattr(config, k)]
+    if differ:
+        def flags(values):
+            return " ".join(f"--{k.replace('_', '-')} {values[k]}" for k in differ)
+        raise UserError(f"{point.path} was saved by a run with {flags(saved)}; this run has "
+                        f"{flags(config.to_dict())}: pass the same flags to resume, or use a new --output-dir")
+    trainer = point.state["trainer"]
+    if trainer["iteration"] >= trainer["epoch_length"] * config.epochs:
+        raise UserError(f"{point.path} is from the end of the run (all {config.epochs} epochs done): nothing "
+                        f"to resume; start a new run with another --output-dir")
+
+
+def _first_line(e: BaseException) -> str:
+    text = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    # load_state_dict's first line is only a header ("Error(s) in loading ..."); the cause is on the next.
+    first = " ".join(text[:2]) if len(text) > 1 and text[0].endswith(":") else (text[0] if text else "")
+    return f"{type(e).__name__}: {first[:200]}".strip()
+
+
+def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
+    objects = {"model": run.model, "optimizer": run.optimizer, "scheduler": run.scheduler,
+               "trainer": run.trainer, "history": run.history, "lr_recorder": run.lr_recorder,
+               "rng": RNGStates(), "run_state": RunState(run)}
+    if best is not None:
+        objects["best_checkpointer"] = best
+    if getattr(run, "scaler", None) is not None:
+        objects["scaler"] = run.scaler
+    return objects
+
+
+def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True) -> dict[str, Any]:
+    """Save at every epoch end (and every N iterations); returns the objects a resume loads.
+
+    Attach after the evaluation and MetricHistory, so an epoch-end checkpoint holds that epoch's row.
+    `write=False` (ranks other than 0) attaches nothing but still returns the objects to load.
+    """
+    if not write:
+        return training_objects(run, None)
+    folder = run.output_dir / CHECKPOINT_DIR
+    saver = DiskSaver(folder, atomic=True, create_dir=True, require_empty=False)
+    best = Checkpoint({"model": run.model}, saver, filename_prefix="best",
+                      score_function=lambda _: float(run.evaluator.state.metrics["accuracy"]),
+                      score_name="test_accuracy", n_saved=1,
+                      global_step_transform=global_step_from_engine(run.trainer, Events.EPOCH_COMPLETED))
+    objects = training_objects(run, best)
+    latest = Checkpoint(objects, saver, n_saved=keep, include_self=True,
+                        global_step_transform=lambda engine, _: engine.state.iteration)
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED, best)
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED, latest)
+    if every_iterations:
+        # The epoch-end checkpoint covers an epoch's last iteration, and only it holds the epoch's history row.
+        def mid_epoch(engine: Engine, iteration: int) -> bool:
+            return iteration % every_iterations == 0 and iteration % engine.state.epoch_length != 0
+        run.trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), latest)
+    return {**objects, "checkpointer": latest}
+
+
+def load_resume_point(objects: dict[str, Any], point: ResumePoint, folder: Path) -> None:
+    """Load every object a checkpoint has state for; a different model is a one-line error.
+
+    The checkpointers' file lists keep only files present in `folder`: resumed into a new --output-dir,
+    they would otherwise try to delete the old run's files there.
+    """
+    state = dict(point.state)
+    for key in ("checkpointer", "best_checkpointer"):
+        if key in state:
+            state[key] = {"_saved": [item for item in state[key]["_saved"] if (Path(folder) / item[1]).is_file()]}
+    to_load = {k: v for k, v in objects.items() if k in state}
+    try:
+        Checkpoint.load_objects(to_load, state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise UserError(f"{point.path} does not fit this run ({_first_line(e)}): it is a checkpoint of "
+                        f"another model; resume with the flags it was saved with (e.g. --width), or use a new "
+                        f"--output-dir") from None
+    log.info("resumed from %s at iteration %d", point.path, point.iteration)
+
+
+class SkipFirstBatches:
+    """The train loader, except that its next iterator starts `skip` batches into the epoch.
+
+    Resumed mid-epoch, ignite runs only the epoch's remaining iterations but takes them from the
+    start of the data; skipping the batches already trained on gives the batches a straight run sees
+    (they are still loaded, which keeps the augmentation RNG streams in step).
+    """
+
+    def __init__(self, loader, skip: int):
+        self.loader, self.skip = loader, skip
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        skip, self.skip = self.skip, 0
+        return itertools.islice(iterator, skip, None) if skip else iterator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
+
+
+def align_train_loader(run, point: ResumePoint) -> None:
+    """After a mid-epoch resume, make run.fit() continue with the batches after the checkpoint's."""
+    done_in_epoch = point.iteration % len(run.train_loader)
+    if done_in_epoch:
+        run.train_loader = SkipFirstBatches(run.train_loader, done_in_epoch)

@@ -1,0 +1,30 @@
+"""The handlers every run gets: TensorBoard, confusion matrix, misclassified dump, checkpoints (and resume)."""
+from __future__ import annotations
+
+import ignite.distributed as idist
+
+from handlers.checkpoint import (CHECKPOINT_DIR, ResumePoint, align_train_loader, attach_checkpoints,
+                                 load_resume_point)
+from handlers.confusion import ConfusionTracker
+from handlers.misclassified import MisclassifiedDump
+from handlers.tensorboard import TensorBoardWriter
+
+
+def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
+    """Attach after the run's metrics, evaluation, history and outputs; then load `resume` into everything.
+
+    Only rank 0 writes files; the other ranks attach what they must take part in (the metrics'
+    all-reduce) and load the checkpoint.
+    """
+    cfg = run.config
+    write = idist.get_rank() == 0
+    if write:
+        run.tensorboard = TensorBoardWriter(run).attach()
+    ConfusionTracker(run, run.tensorboard).attach(write)
+    if write:
+        MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard).attach()
+    objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
+    if resume is not None:
+        load_resume_point(objects, resume, run.output_dir / CHECKPOINT_DIR)
+        align_train_loader(run, resume)
+        run.summary_extra["resumed_from"] = str(resume.path)

@@ -1,0 +1,118 @@
+"""The test images the model gets wrong: a grid of the highest-loss mistakes and a CSV of every mistake.
+
+OUTPUT/misclassified/epoch_XX.png and epoch_XX.csv (index into the test set, true and predicted class,
+predicted probability, loss), every N epochs and after the last. Per-sample results are gathered on the
+device during the evaluation and copied to the host once, at its end.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ignite.engine import Events
+
+from handlers.outputs import write_atomic
+from handlers.plots import plt, render_figure, save_png
+
+FOLDER = "misclassified"
+
+
+def mosaic(images: np.ndarray, columns: int, scale: int, gap: int, title_height: int) -> np.ndarray:
+    """uint8 HWC images, each enlarged `scale` times (nearest), on a white sheet with room for a title above."""
+    rows = max(1, math.ceil(len(images) / columns))
+    h, w = images.shape[1] * scale, images.shape[2] * scale
+    sheet = np.full((rows * (h + title_height + gap), columns * (w + gap), 3), 255, np.uint8)
+    for k, image in enumerate(images):
+        top, left = (k // columns) * (h + title_height + gap) + title_height, (k % columns) * (w + gap)
+        sheet[top:top + h, left:left + w] = image.repeat(scale, axis=0).repeat(scale, axis=1)
+    return sheet
+
+
+def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[str], probability: list[float],
+                         title: str, columns: int = 5, scale: int = 4):
+    """A grid of uint8 HWC images, each titled with true class, predicted class and its probability.
+
+    One axes holding one mosaic (not an axes per image): drawing stays cheap enough for every epoch.
+    """
+    gap, title_height = 8, 34
+    sheet = mosaic(images, columns, scale, gap, title_height) if len(images) else np.full((64, 320, 3), 255, np.uint8)
+    cell_w, cell_h = images.shape[2] * scale + gap if len(images) else 0, \
+        images.shape[1] * scale + title_height + gap if len(images) else 0
+    fig = plt.figure(figsize=(sheet.shape[1] / 100, sheet.shape[0] / 100 + 0.4))
+    ax = fig.add_axes((0, 0, 1, sheet.shape[0] / (sheet.shape[0] + 40)))
+    ax.imshow(sheet, interpolation="nearest")
+    ax.axis("off")
+    for k, (t, p, prob) in enumerate(zip(true, predicted, probability)):
+        x, y = (k % columns) * cell_w + (cell_w - gap) / 2, (k // columns) * cell_h + title_height - 3
+        ax.text(x, y, f"true: {t}\npred: {p} ({prob:.0%})", ha="center", va="bottom", fontsize=7.5)
+    fig.suptitle(title if len(images) else f"{title}: no mistakes", fontsize=10, y=0.995, va="top")
+    return fig
+
+
+def mistakes_csv(index: np.ndarray, true: list[str], predicted: list[str], probability: np.ndarray,
+                 loss: np.ndarray) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["index", "true", "predicted", "probability", "loss"])
+    for row in zip(index.tolist(), true, predicted, probability.tolist(), loss.tolist()):
+        writer.writerow([row[0], row[1], row[2], f"{row[3]:.6f}", f"{row[4]:.6f}"])
+    return out.getvalue()
+
+
+class MisclassifiedDump:
+    """Gathers (predicted class, probability, loss, label) per test image on dump epochs, then writes the files.
+
+    Indices assume the test loader is not shuffled (it is not); under distributed evaluation each
+    rank sees a shard, and this dump covers rank 0's shard only.
+    """
+
+    def __init__(self, run, every: int, count: int, tb_logger=None):
+        self.run, self.every, self.count, self.tb_logger = run, every, count, tb_logger
+        self._parts: list[tuple[torch.Tensor, ...]] | None = None
+
+    def attach(self) -> "MisclassifiedDump":
+        self.run.evaluator.add_event_handler(Events.STARTED, self._start)
+        self.run.evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._gather)
+        self.run.evaluator.add_event_handler(Events.COMPLETED, self._dump)
+        return self
+
+    def _is_dump_epoch(self) -> bool:
+        state = self.run.trainer.state
+        return state.epoch > 0 and (state.epoch % self.every == 0 or state.epoch == state.max_epochs)
+
+    def _start(self, _) -> None:
+        self._parts = [] if self._is_dump_epoch() else None
+
+    def _gather(self, evaluator) -> None:
+        if self._parts is None:
+            return
+        logits, y = evaluator.state.output
+        probability, predicted = logits.float().softmax(dim=1).max(dim=1)
+        loss = F.cross_entropy(logits.float(), y, reduction="none")
+        self._parts.append((predicted, probability, loss, y))
+
+    def _dump(self, _) -> None:
+        if not self._parts:
+            return
+        predicted, probability, loss, y = (torch.cat(t).cpu().numpy() for t in zip(*self._parts))
+        self._parts = None
+        wrong = np.flatnonzero(predicted != y)
+        classes = self.run.data.classes
+        epoch = self.run.trainer.state.epoch
+        folder = Path(self.run.output_dir) / FOLDER
+        names = lambda ids: [classes[i] for i in ids]  # noqa: E731
+        write_atomic(folder / f"epoch_{epoch:02d}.csv",
+                     mistakes_csv(wrong, names(y[wrong]), names(predicted[wrong]), probability[wrong], loss[wrong]))
+        worst = wrong[np.argsort(-loss[wrong], kind="stable")[: self.count]]
+        title = f"epoch {epoch}: {len(worst)} highest-loss of {len(wrong)} mistakes in {len(y)} test images"
+        # The stored uint8 HWC images: true colours and the right way round, no de-normalising needed.
+        grid = render_figure(misclassified_figure(self.run.data.test_x[worst], names(y[worst]),
+                                                  names(predicted[worst]), probability[worst].tolist(), title))
+        save_png(grid, folder / f"epoch_{epoch:02d}.png")
+        if self.tb_logger is not None:
+            self.tb_logger.writer.add_image("test/misclassified", grid, epoch, dataformats="HWC")

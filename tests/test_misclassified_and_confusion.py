@@ -1,0 +1,81 @@
+"""Misclassified dumps match what the saved model predicts; confusion matrix and per-class accuracy."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from data.datasets import load_dataset
+from data.loaders import cpu_loaders
+from handlers.misclassified import misclassified_figure
+from handlers.plots import render_figure
+from models import CustomResNet
+from tests.conftest import ITERS_PER_EPOCH, read_summary
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def saved_model_predictions(run_dir):
+    """Predicted class and probability per test image, from the last training checkpoint's weights."""
+    data = load_dataset("fake", subset=256, seed=0)
+    model = CustomResNet(num_classes=data.num_classes, width=8)
+    state = torch.load(run_dir / "checkpoints" / f"checkpoint_{2 * ITERS_PER_EPOCH}.pt", weights_only=True)
+    model.load_state_dict(state["model"])
+    model.eval()
+    _, test_loader = cpu_loaders(data, 64, 0, 0)
+    with torch.no_grad():
+        probabilities = torch.cat([model(x).softmax(1) for x, _ in test_loader])
+    probability, predicted = probabilities.max(1)
+    return data, predicted.numpy(), probability.numpy()
+
+
+def test_listed_images_are_the_saved_models_mistakes(full_run):
+    rows = read_csv(full_run / "misclassified" / "epoch_02.csv")
+    data, predicted, probability = saved_model_predictions(full_run)
+    wrong = np.flatnonzero(predicted != data.test_y)
+    assert len(wrong) > 0
+    assert sorted(int(r["index"]) for r in rows) == wrong.tolist()  # every mistake, and only mistakes
+    for r in rows:
+        i = int(r["index"])
+        assert r["true"] == data.classes[data.test_y[i]]
+        assert r["predicted"] == data.classes[predicted[i]] != r["true"]
+        assert float(r["probability"]) == pytest.approx(float(probability[i]), abs=1e-5)
+    losses = [float(r["loss"]) for r in rows]
+    assert all(loss > 0 for loss in losses)
+    assert (full_run / "misclassified" / "epoch_01.png").stat().st_size > 10_000
+    assert (full_run / "misclassified" / "epoch_02.png").stat().st_size > 10_000
+
+
+def test_grid_shows_images_upright_in_their_own_colours():
+    image = np.zeros((1, 32, 32, 3), np.uint8)
+    image[0, :8, :, 0] = 255   # red band along the top edge
+    image[0, :, :8, 2] = 255   # blue band down the left edge (a transposed grid would swap them)
+    grid = render_figure(misclassified_figure(image, ["cat"], ["dog"], [0.9], "t", columns=1, scale=4))
+    reddish = np.argwhere((grid[..., 0] > 200) & (grid[..., 1] < 60) & (grid[..., 2] < 60))
+    bluish = np.argwhere((grid[..., 2] > 200) & (grid[..., 0] < 60) & (grid[..., 1] < 60))
+    red_h = np.ptp(reddish[:, 0]) + 1
+    red_w = np.ptp(reddish[:, 1]) + 1
+    blue_h = np.ptp(bluish[:, 0]) + 1
+    assert red_w > 2 * red_h  # the red band is wide and flat: the top edge, not the left one
+    assert blue_h > 2 * (np.ptp(bluish[:, 1]) + 1)
+    assert reddish[:, 0].min() < bluish[:, 0].mean()
+
+
+def test_confusion_matrix_and_per_class_accuracy_in_summary(full_run):
+    summary = read_summary(full_run)
+    data = load_dataset("fake", subset=256, seed=0)
+    matrix = np.array(summary["confusion_matrix"]["rows_true_cols_predicted"])
+    assert summary["confusion_matrix"]["classes"] == data.classes
+    assert matrix.sum(axis=1).tolist() == np.bincount(data.test_y, minlength=10).tolist()
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(summary["final_test_accuracy"])
+    wrong_in_csv = len(read_csv(full_run / "misclassified" / "epoch_02.csv"))
+    assert matrix.sum() - np.trace(matrix) == wrong_in_csv
+    for i, name in enumerate(data.classes):
+        expected = matrix[i, i] / matrix[i].sum() if matrix[i].sum() else None
+        assert summary["per_class_accuracy"][name] == pytest.approx(expected)
+    assert (full_run / "plots" / "confusion_matrix.png").stat().st_size > 10_000
