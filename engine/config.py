@@ -38,6 +38,7 @@ class Config:
     target: float = 0.90
     target_epoch: int = 19
     progress: bool = True
+    nproc_per_node: int | None = None    # spawn N processes via idist.Parallel; None: one (or torchrun's)
 
     @property
     def resolved_peak_epoch(self) -> float:
@@ -79,6 +80,8 @@ class Config:
             bad("--device", f"unknown device {self.device!r}: choose auto, cpu or cuda")
         if not 0 < self.target <= 1:
             bad("--target", f"{self.target} is an accuracy fraction: give a value in (0, 1], e.g. 0.90")
+        if self.nproc_per_node is not None and self.nproc_per_node < 1:
+            bad("--nproc-per-node", f"{self.nproc_per_node} must be at least 1 (leave it out for one process)")
         if self.target_epoch < 1:
             bad("--target-epoch", f"{self.target_epoch} must be at least 1")
         return self
