@@ -118,6 +118,8 @@ def configure_logging() -> None:
     for name in ("ignite.distributed.launcher.Parallel", "ignite.distributed.auto.auto_dataloader",
                  "ignite.distributed.auto.auto_model"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # [dist] when one spawned process stops on a UserError, torch says it terminates the others: noise
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
 
 
 def run_process(local_rank: int, config: Config) -> None:
