@@ -2,23 +2,39 @@
 """Train the ERA Session 10 ResNet on CIFAR-10 with the assignment's recipe: `python run.py`.
 
 parse flags -> Config -> build the run (range test first) -> train -> table and verdict.
+Several processes: `python run.py --nproc-per-node N` or `torchrun --standalone --nproc_per_node=N run.py`
+(see README); every process runs `run_process`, rank 0 alone prints and writes.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import fields
 
 from engine.config import Config
 from engine.errors import UserError
 
+# The exit status of a UserError, also of a spawned process that stopped on one (engine.distributed).
+USER_ERROR_EXIT = 2
+
+
+def report_user_error(error: UserError) -> None:
+    """The one `error: ...` line; under several processes only rank 0 prints it (they all hit the same)."""
+    from engine.distributed import launch_rank
+
+    if launch_rank() == 0:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (no usage block) and exit code 2."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see python run.py --help)\n")
+        # [dist] under torchrun every process parses the same flags: rank 0 alone says so.
+        self.exit(USER_ERROR_EXIT,
+                  f"error: {message} (see python run.py --help)\n" if os.environ.get("RANK", "0") == "0" else None)
 
 
 def parse_args(argv=None) -> Config:
@@ -59,6 +75,9 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--target-epoch", type=int, default=d.target_epoch,
                    help="the goal must hold from this epoch on")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--nproc-per-node", type=int, default=d.nproc_per_node, metavar="N",
+                   help="spawn N processes (one per GPU; on CPU, gloo) through idist.Parallel; "
+                        "--batch-size stays the global batch. Under torchrun, leave this out")
     g = p.add_argument_group("speed")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
                    help="bf16 autocast; default: on for CUDA; never used on CPU")
@@ -85,15 +104,20 @@ def parse_args(argv=None) -> Config:
 
 def lr_find_only(config: Config) -> None:
     from engine.builder import build_components, find_lr
+    from engine.distributed import is_main_process
 
-    result = find_lr(build_components(config), config.resolved_output_dir())
-    print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g}  "
-          f"(plot: {config.resolved_output_dir() / 'plots' / 'lr_finder.png'})")
+    result = find_lr(build_components(config), config.resolved_output_dir())  # [dist] on every rank
+    if is_main_process():
+        print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g}  "
+              f"(plot: {config.resolved_output_dir() / 'plots' / 'lr_finder.png'})")
 
 
 def train(config: Config) -> None:
+    import ignite.distributed as idist
+
     from engine.builder import build_run
     from handlers.custom import load_handler
+    from engine.distributed import is_main_process
     from handlers.outputs import format_table, verdict
 
     # Resolved before the build, so a bad --handler fails before any training (or range test) runs.
@@ -101,23 +125,78 @@ def train(config: Config) -> None:
     run = build_run(config)
     for attach in custom_handlers:
         attach(run)
-    print(f"LRMIN {run.lr_min:.4g}  LRMAX {run.lr_max:.4g}  params {run.params:,}  device {run.device}  "
-          f"output {run.output_dir}", flush=True)
+    processes = f" x{idist.get_world_size()} ({idist.backend()})" if idist.get_world_size() > 1 else ""
+    if is_main_process():
+        print(f"LRMIN {run.lr_min:.4g}  LRMAX {run.lr_max:.4g}  params {run.params:,}  device {run.device}"
+              f"{processes}  output {run.output_dir}", flush=True)
     summary = run.fit()
-    print(format_table(summary["history"]))
-    print(verdict(summary))
+    if is_main_process():
+        print(format_table(summary["history"]))
+        print(verdict(summary))
+
+
+def configure_logging() -> None:
+    from engine.distributed import launch_rank
+
+    # [dist] ranks other than 0 report only warnings, so a log line appears once
+    level = logging.INFO if launch_rank() == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ignite").setLevel(logging.WARNING)  # its per-epoch INFO lines duplicate our table
+    # ignite's setup_logger keeps a logger that already exists: these then log only warnings
+    for name in ("ignite.distributed.launcher.Parallel", "ignite.distributed.auto.auto_dataloader",
+                 "ignite.distributed.auto.auto_model"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # [dist] when one spawned process stops on a UserError, torch says it terminates the others: noise
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+
+
+def run_process(local_rank: int, config: Config) -> None:
+    """One process's whole run: training, or the range test alone (local_rank: idist.Parallel's argument)."""
+    import ignite.distributed as idist
+    import torch
+
+    if idist.get_world_size() > 1 and idist.backend() == "gloo" and "OMP_NUM_THREADS" not in os.environ:
+        # [dist] N CPU processes share the cores (torchrun sets OMP_NUM_THREADS=1 itself)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
+    lr_find_only(config) if config.lr_find_only else train(config)
+
+
+def run_spawned_process(local_rank: int, config: Config) -> None:
+    """[dist] run_process in a process idist.Parallel spawned: a UserError becomes rank 0's one line
+    and exit status USER_ERROR_EXIT, which the launcher passes on (a traceback would only repeat it)."""
+    configure_logging()
+    try:
+        run_process(local_rank, config)
+    except UserError as e:
+        report_user_error(e)
+        sys.exit(USER_ERROR_EXIT)
 
 
 def main(argv=None) -> int:
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("ignite").setLevel(logging.WARNING)  # its per-epoch INFO lines duplicate our table
+    configure_logging()
     try:
+        import ignite.distributed as idist
+        from torch.multiprocessing import ProcessExitedException
+
+        from engine.builder import resolve_device
+        from engine.distributed import plan_launch
+
         config.validate()
-        lr_find_only(config) if config.lr_find_only else train(config)
+        plan = plan_launch(resolve_device(config.device), config.nproc_per_node, config.batch_size)
+        config.resolved_output_dir()  # the launcher fixes a default timestamped directory for all processes
+        spawn = plan.nproc_per_node is not None
+        try:
+            with idist.Parallel(backend=plan.backend, nproc_per_node=plan.nproc_per_node,
+                                master_port=plan.master_port) as parallel:
+                parallel.run(run_spawned_process if spawn else run_process, config)
+        except ProcessExitedException as e:
+            if e.exit_code == USER_ERROR_EXIT:  # a spawned process has printed the error line
+                return USER_ERROR_EXIT
+            raise
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        report_user_error(e)
+        return USER_ERROR_EXIT
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ignite.distributed as idist
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, DistributedSampler, get_worker_info
 
 from data.datasets import ImageData
 from data.transforms import test_transform, train_transform
@@ -33,13 +33,15 @@ def _reseed_worker(worker_id: int) -> None:
 
 
 class SeedableLoader:
-    """A train DataLoader whose shuffle order and augmentations are a function of (seed, epoch) alone.
+    """A train DataLoader whose shuffle order and augmentations are a function of (seed, epoch, rank) alone.
 
     `set_epoch(e)` before each epoch makes a resumed run see the same batches as a straight one.
+    [dist] `rank` gives each process its own augmentation stream (rank 0 keeps the one-process stream);
+    the shuffle is DistributedSampler's, one permutation of (seed, epoch) shared by all ranks.
     """
 
-    def __init__(self, loader: torch.utils.data.DataLoader, generator: torch.Generator, seed: int):
-        self.loader, self.generator, self.seed = loader, generator, seed
+    def __init__(self, loader: torch.utils.data.DataLoader, generator: torch.Generator, seed: int, rank: int = 0):
+        self.loader, self.generator, self.seed, self.rank = loader, generator, seed, rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -53,7 +55,7 @@ class SeedableLoader:
         # epoch's iterator, and that call draws from the generator (RandomSampler's remainder randperm).
         # Seeded in set_epoch, the new epoch's shuffle would depend on it, and a resumed run (no previous
         # iterator) would see other batches than a straight run.
-        epoch_seed = self.seed * 100_003 + self.epoch
+        epoch_seed = self.seed * 100_003 + self.epoch + self.rank * 2**32
         self.generator.manual_seed(epoch_seed)
         self.loader.dataset.reseed(epoch_seed)
         return iter(self.loader)
@@ -62,13 +64,49 @@ class SeedableLoader:
         return len(self.loader)
 
 
+class UnpaddedShardSampler(DistributedSampler):
+    """[dist] Indices rank, rank + world_size, ...: every test image on exactly one rank, none twice.
+
+    DistributedSampler pads the shards to equal length with repeated images, which would count them
+    twice in the test metrics; evaluation needs no equal shards (no collective runs per batch).
+    A DistributedSampler subclass, so idist.auto_dataloader uses it as it is.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
 def cpu_loaders(data: ImageData, batch_size: int, workers: int, seed: int):
-    """Train loader (shuffled, augmented, last partial batch kept) and test loader (normalised only)."""
-    train_ds = AugmentedArrayDataset(data.train_x, data.train_y, train_transform(data.mean, data.std, seed))
+    """Train loader (shuffled, augmented, last partial batch kept) and test loader (normalised only).
+
+    [dist] `batch_size` is the global batch: with W processes idist.auto_dataloader gives each
+    batch_size // W, and W-way shards (train: DistributedSampler seeded with `seed`, padded to equal
+    length so every rank runs the same number of steps; test: unpadded, see UnpaddedShardSampler).
+    """
+    world_size, rank = idist.get_world_size(), idist.get_rank()
     test_ds = AugmentedArrayDataset(data.test_x, data.test_y, test_transform(data.mean, data.std))
+    test_sampler = UnpaddedShardSampler(test_ds, world_size, rank) if world_size > 1 else None
+    test = idist.auto_dataloader(test_ds, sampler=test_sampler, shuffle=False, drop_last=False,
+                                 batch_size=batch_size, num_workers=workers, persistent_workers=False)
+    return cpu_train_loader(data, batch_size, workers, seed), test
+
+
+def cpu_train_loader(data: ImageData, batch_size: int, workers: int, seed: int) -> SeedableLoader:
+    """The shuffled, augmented train loader; [dist] this rank's shard, batch_size // world_size per batch."""
+    train_ds = AugmentedArrayDataset(data.train_x, data.train_y, train_transform(data.mean, data.std, seed))
     generator = torch.Generator().manual_seed(seed)
-    common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=False)
-    train = idist.auto_dataloader(train_ds, shuffle=True, drop_last=False, generator=generator,
-                                  worker_init_fn=_reseed_worker, **common)
-    test = idist.auto_dataloader(test_ds, shuffle=False, drop_last=False, **common)
-    return SeedableLoader(train, generator, seed), test
+    common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=False, drop_last=False,
+                  generator=generator, worker_init_fn=_reseed_worker)
+    world_size, rank = idist.get_world_size(), idist.get_rank()
+    if world_size > 1:
+        sampler = DistributedSampler(train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        loader = idist.auto_dataloader(train_ds, sampler=sampler, **common)
+    else:
+        loader = idist.auto_dataloader(train_ds, shuffle=True, **common)
+    return SeedableLoader(loader, generator, seed, rank)

@@ -23,6 +23,8 @@ from data.datasets import ImageData, load_dataset
 from data.gpu_loader import gpu_loaders
 from data.loaders import cpu_loaders
 from engine.config import Config
+from engine.distributed import (broadcast_buffers_from_rank0, broadcast_floats, check_batch_split,
+                                is_main_process, unwrap)
 from engine.errors import UserError
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.schedule import attach_one_cycle, one_cycle_milestones
@@ -61,6 +63,34 @@ def build_loaders(config: Config, data: ImageData, device: torch.device, speed: 
     return cpu_loaders(data, config.batch_size, config.workers, config.seed)
 
 
+def process_device(config: Config) -> torch.device:
+    """[dist] This process's device: its own GPU under nccl (idist.device()), the CPU under gloo."""
+    if idist.get_world_size() == 1:
+        return resolve_device(config.device)
+    return idist.device() if idist.backend() == "nccl" else torch.device("cpu")
+
+
+def share_output_dir(config: Config) -> None:
+    """[dist] Every rank takes rank 0's output directory (a default one is a timestamp, per process)."""
+    if idist.get_world_size() > 1:
+        mine = str(config.resolved_output_dir()) if is_main_process() else None
+        config.output_dir = idist.broadcast(mine, src=0, safe_mode=True)
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """[dist] DDP through idist.auto_model with several processes; one process keeps the plain model.
+
+    One process never becomes DataParallel (auto_model's choice when it sees several GPUs): several
+    GPUs are run as several processes. A CPU model is wrapped directly where a GPU is visible, since
+    auto_model would move it to the GPU.
+    """
+    if idist.get_world_size() == 1:
+        return model
+    if device.type == "cpu" and torch.cuda.is_available():
+        return nn.parallel.DistributedDataParallel(model)
+    return idist.auto_model(model)
+
+
 @dataclass
 class Components:
     """What a run is made of before any Engine exists (also all the range test needs)."""
@@ -76,30 +106,43 @@ class Components:
 
 
 def build_components(config: Config) -> Components:
+    """Data, model (DDP-wrapped when distributed), optimizer, loss and this process's loaders."""
     config.validate()
-    device = resolve_device(config.device)
+    device = process_device(config)
+    check_batch_split(config.batch_size, idist.get_world_size())
+    share_output_dir(config)
+    # [dist] The same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     manual_seed(config.seed)
-    data = load_dataset(config.dataset, config.data_dir, config.subset, config.seed)
+    # [dist] One process per node downloads/reads first; the others then find the files in place.
+    with idist.one_rank_first(local=True):
+        data = load_dataset(config.dataset, config.data_dir, config.subset, config.seed)
     speed = StepSpeed.for_device(device, config.amp, config.compile)
     model = CustomResNet(num_classes=data.num_classes, width=config.width).to(
         device, memory_format=torch.channels_last if speed.channels_last else torch.preserve_format)
+    model = wrap_model(model, device)
     # The scheduler sets the LR every iteration; this initial value is only a placeholder.
     # fused: one kernel for the whole update instead of several per parameter (CUDA only).
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_find_start, weight_decay=config.weight_decay,
-                                 fused=True if device.type == "cuda" else None)
+    optimizer = idist.auto_optim(
+        torch.optim.Adam(model.parameters(), lr=config.lr_find_start, weight_decay=config.weight_decay,
+                         fused=True if device.type == "cuda" else None))
     train_loader, test_loader = build_loaders(config, data, device, speed)
     return Components(config, device, data, model, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
                       speed)
 
 
 def find_lr(c: Components, output_dir: Path) -> RangeTest:
-    """Run the range test, write plots/lr_finder.png and lr_finder.json; the model and optimizer are restored."""
+    """Run the range test, write plots/lr_finder.png and lr_finder.json; the model and optimizer are restored.
+
+    [dist] Every rank calls it: the DDP model steps on the global batch (each rank its share) and
+    FastaiLRFinder all-reduces the loss, so all ranks see one curve and stop together. Rank 0 writes.
+    """
     cfg = c.config
     result = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device,
                             cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters, c.speed)
-    save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.lrs, result.losses,
-                        result.lr_min, result.lr_max)
-    write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
+    if is_main_process():
+        save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.lrs, result.losses,
+                            result.lr_min, result.lr_max)
+        write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
     return result
 
 
@@ -115,6 +158,21 @@ def resolve_lr_bounds(cfg: Config, found: RangeTest | None) -> tuple[float, floa
         raise UserError(f"--lr-min {lr_min:g} is not below the range test's LRMAX {lr_max:g}: "
                         f"pass --lr-max too, above --lr-min")
     return lr_min, lr_max
+
+
+def find_lr_bounds(c: Components, output_dir: Path) -> tuple[RangeTest | None, float, float]:
+    """(range test or None, LRMIN, LRMAX); the range test runs only when a bound is missing.
+
+    [dist] All ranks run it (see find_lr); rank 0's bounds are then broadcast, so every rank's
+    schedule is the same even if a last float bit differed between processes.
+    """
+    cfg = c.config
+    if cfg.lr_min is not None and cfg.lr_max is not None:
+        return None, cfg.lr_min, cfg.lr_max
+    range_test = find_lr(c, output_dir)
+    bounds = resolve_lr_bounds(cfg, range_test)
+    lr_min, lr_max = broadcast_floats(list(bounds) if is_main_process() else None, 2)
+    return range_test, lr_min, lr_max
 
 
 @dataclass
@@ -142,13 +200,22 @@ class Run:
     tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
 
     @property
+    def module(self) -> nn.Module:
+        """The plain model (inside DDP when distributed): what to checkpoint, export or inspect."""
+        return unwrap(self.model)
+
+    @property
     def params(self) -> int:
-        return count_parameters(self.model)
+        return count_parameters(self.module)
 
     def summary(self, completed: bool) -> dict:
+        # [dist] world_size / backend say how the run was made; test_examples is the evaluator's count
+        # summed over ranks, the size of the whole test set when sharding is exact.
+        extra = {"world_size": idist.get_world_size(), "backend": idist.backend(),
+                 "test_examples": self.evaluator.state.metrics.get("examples"), **self.summary_extra}
         return build_summary(config=self.config.to_dict(), rows=self.history.rows, lr_min=self.lr_min,
                              lr_max=self.lr_max, params=self.params, device=str(self.device),
-                             train_seconds=self.train_seconds, completed=completed, extra=self.summary_extra)
+                             train_seconds=self.train_seconds, completed=completed, extra=extra)
 
     def write_outputs(self, completed: bool) -> dict:
         summary = self.summary(completed)
@@ -165,19 +232,18 @@ def build_run(config: Config) -> Run:
     """Build a run with the recipe's handlers; the range test runs first, before anything is attached.
 
     With --resume, LRMIN/LRMAX come from the checkpoint (no range test) and every stateful object is
-    loaded from it once built.
+    loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the progress bar and
+    writes files.
     """
     c = build_components(config)
     output_dir = config.resolved_output_dir()
     resume = find_resume_point(config, output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    range_test = None
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
     if resume is not None:
-        lr_min, lr_max = resume.lr_min, resume.lr_max
+        range_test, lr_min, lr_max = None, resume.lr_min, resume.lr_max
     else:
-        if config.lr_min is None or config.lr_max is None:
-            range_test = find_lr(c, output_dir)
-        lr_min, lr_max = resolve_lr_bounds(config, range_test)
+        range_test, lr_min, lr_max = find_lr_bounds(c, output_dir)
 
     trainer = create_trainer(c.model, c.optimizer, c.loss_fn, c.device, c.speed)
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: c.train_loader.set_epoch(e.state.epoch - 1))
@@ -188,15 +254,20 @@ def build_run(config: Config) -> Run:
     attach_train_metrics(trainer, c.loss_fn, c.device)
     NonFiniteLossCheck(config.nan_check_every).attach(trainer)  # before the evaluation and the outputs
 
-    evaluator = create_evaluator(c.model, c.loss_fn, c.device, c.speed)
+    # [dist] Each rank evaluates its own unpadded test shard with the plain model and rank 0's BatchNorm
+    # buffers: no collective per batch (shards may differ by one batch), and the all-reduced metrics
+    # are those of rank 0's model over the whole test set.
+    evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed)
+    evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(c.test_loader))
     history = MetricHistory(c.optimizer).attach(trainer, evaluator)
-    if config.progress:
+    if config.progress and is_main_process():
         ProgressBar(persist=False, desc="train").attach(trainer)
 
     run = Run(config, c.device, c.data, c.model, c.optimizer, c.loss_fn, c.train_loader, c.test_loader,
               trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir)
-    _attach_outputs(run)
+    if is_main_process():  # [dist] summary.json, CSVs and plots come from rank 0 alone
+        _attach_outputs(run)
     attach_default_handlers(run, resume)
     return run
 

@@ -50,6 +50,7 @@ class Config:
     dump_every: int = 1                  # misclassified dump every N epochs (and always after the last)
     misclassified_count: int = 20        # mistakes shown in the misclassified grid
     handlers: list[str] = field(default_factory=list)  # "package.module:function", called with the Run
+    nproc_per_node: int | None = None    # spawn N processes via idist.Parallel; None: one (or torchrun's)
 
     @property
     def resolved_peak_epoch(self) -> float:
@@ -95,6 +96,8 @@ class Config:
             bad("--nan-check-every", f"{self.nan_check_every} must be 0 (once per epoch) or more")
         if not 0 < self.target <= 1:
             bad("--target", f"{self.target} is an accuracy fraction: give a value in (0, 1], e.g. 0.90")
+        if self.nproc_per_node is not None and self.nproc_per_node < 1:
+            bad("--nproc-per-node", f"{self.nproc_per_node} must be at least 1 (leave it out for one process)")
         if self.target_epoch < 1:
             bad("--target-epoch", f"{self.target_epoch} must be at least 1")
         if self.resume is not None and self.resume != "auto" and not Path(self.resume).is_file():

@@ -5,6 +5,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import ignite.distributed as idist
 from ignite.handlers import FastaiLRFinder
 
 from engine.trainer import StepSpeed, create_trainer
@@ -55,7 +56,9 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
         for group, lr in zip(optimizer.param_groups, original_lrs):
             group["lr"] = lr
     results = finder.get_results()
-    lrs, losses = [float(v) for v in results["lr"]], [float(v) for v in results["loss"]]
+    # [dist] FastaiLRFinder all-reduces (sums) the loss over processes: report the mean per process.
+    world_size = idist.get_world_size()
+    lrs, losses = [float(v) for v in results["lr"]], [float(v) / world_size for v in results["loss"]]
     try:
         suggestion = float(finder.lr_suggestion())
     except RuntimeError:  # too few points before the minimum: ignite says the curve is not U-shaped

@@ -6,7 +6,8 @@ from typing import Callable
 
 import torch
 from ignite.engine import Engine
-from ignite.metrics import Accuracy, Loss
+from ignite.metrics import Accuracy, Loss, Metric
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from torch import nn
 
 
@@ -95,4 +96,24 @@ def create_evaluator(model: nn.Module, loss_fn: Callable, device: torch.device,
     evaluator = Engine(eval_step)
     Accuracy(device=device).attach(evaluator, "accuracy")
     Loss(loss_fn, device=device).attach(evaluator, "loss")
+    ExampleCount().attach(evaluator, "examples")
     return evaluator
+
+
+class ExampleCount(Metric):
+    """[dist] How many examples the engine evaluated, summed over all processes.
+
+    Equal to the test set's size when the shards cover it exactly (no image missed or counted twice).
+    """
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._count = 0
+
+    @reinit__is_reduced
+    def update(self, output) -> None:
+        self._count += len(output[1])  # the batch's labels: a shape, no device sync
+
+    @sync_all_reduce("_count")
+    def compute(self) -> int:
+        return int(self._count)

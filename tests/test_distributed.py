@@ -1,0 +1,160 @@
+"""Two gloo processes on CPU, launched the two ways README.dist.md documents, on fake data."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ignite.distributed as idist
+import pytest
+import torch
+from torch import nn
+
+from data.datasets import load_dataset
+from data.loaders import UnpaddedShardSampler, cpu_loaders
+from engine.config import Config
+from engine.distributed import check_batch_split, free_port, plan_launch, unwrap
+from engine.errors import UserError
+from engine.trainer import create_evaluator
+from models import CustomResNet
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 240  # a hung collective fails the test instead of blocking CI
+SUBSET, BATCH, EPOCHS = 255, 64, 2   # 255 train images: 4 global batches of 64; 51 test images (odd)
+FAST = ["--dataset", "fake", "--subset", str(SUBSET), "--width", "8", "--batch-size", str(BATCH),
+        "--workers", "0", "--no-progress", "--device", "cpu"]
+GIVEN_LRS = ["--lr-min", "1e-4", "--lr-max", "1e-2"]
+# The README's two launchers (torchrun is `python -m torch.distributed.run`).
+LAUNCHERS = {
+    "spawn": lambda args: [sys.executable, "run.py", *args, "--nproc-per-node", "2"],
+    "torchrun": lambda args: [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              "--nproc_per_node=2", "run.py", *args],
+}
+
+
+def launch(launcher: str, args: list[str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    return subprocess.run(LAUNCHERS[launcher](args), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize("launcher", ["spawn", "torchrun"])
+def test_two_processes_train_on_global_batches_and_test_on_the_whole_set(tmp_path, launcher):
+    out = tmp_path / "out"
+    result = launch(launcher, [*FAST, *GIVEN_LRS, "--epochs", str(EPOCHS), "--output-dir", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("LRMIN") == 1  # rank 0 alone prints
+    assert list(tmp_path.rglob("summary.json")) == [out / "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["world_size"], summary["backend"], summary["completed"]) == (2, "gloo", True)
+    # --batch-size is global: each rank loads 32, so an epoch is ceil(255/64) = 4 steps (not ceil(128/64) = 2)
+    schedule_rows = (out / "lr_schedule.csv").read_text().splitlines()[1:]
+    assert len(schedule_rows) == EPOCHS * math.ceil(SUBSET / BATCH)
+    # every test image once, none twice: DistributedSampler's padding would count 52
+    assert summary["test_examples"] == SUBSET // 5
+    assert len(summary["history"]) == EPOCHS
+
+
+def test_spawned_process_user_error_is_one_line_and_non_zero(tmp_path):
+    out = tmp_path / "out"
+    result = launch("spawn", [*FAST, *GIVEN_LRS, "--dataset", "folder", "--data-dir", str(tmp_path / "missing"),
+                              "--output-dir", str(out)])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == error_lines(result.stderr)
+    assert len(error_lines(result.stderr)) == 1 and "missing" in result.stderr
+    assert not out.exists()
+
+
+def test_torchrun_bad_flag_is_one_error_line_and_non_zero(tmp_path):
+    result = launch("torchrun", [*FAST, "--epochs", "0", "--output-dir", str(tmp_path / "out")])
+    assert result.returncode != 0
+    # torchrun adds its own failure report; ours is one line, from rank 0 only
+    assert error_lines(result.stderr) == ["error: --epochs: 0 must be at least 1"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_that_does_not_split_over_processes_fails_before_spawning(tmp_path):
+    result = subprocess.run([sys.executable, "run.py", *FAST, *GIVEN_LRS, "--batch-size", "63",
+                             "--nproc-per-node", "2", "--output-dir", str(tmp_path / "out")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == result.stderr.strip().splitlines()
+    assert "--batch-size 63" in result.stderr and "multiple of 2" in result.stderr
+
+
+def test_lr_find_only_with_two_processes(tmp_path):
+    out = tmp_path / "out"
+    result = launch("spawn", [*FAST, "--lr-find-only", "--lr-find-iters", "8", "--output-dir", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("LRMIN") == 1
+    found = json.loads((out / "lr_finder.json").read_text())
+    assert len(found["lr"]) == 8 and found["lr_min"] < found["lr_max"]
+    assert not (out / "summary.json").exists()
+
+
+def _train_two_ranks(local_rank: int, config: Config, out: str) -> None:
+    """One rank of a 2-process run through the builder; rank 0 saves what the test compares."""
+    from engine.builder import build_run
+
+    torch.set_num_threads(1)
+    run_ = build_run(config)
+    run_.fit()
+    flat = torch.cat([p.detach().flatten() for p in run_.module.parameters()])
+    weights = idist.all_gather(flat.unsqueeze(0))  # (2, n): every rank's weights
+    bounds = idist.all_gather(torch.tensor([[run_.lr_min, run_.lr_max]], dtype=torch.float64))  # (2, 2)
+    if idist.get_rank() == 0:
+        torch.save({"state": run_.module.state_dict(), "metrics": dict(run_.evaluator.state.metrics),
+                    "rank_lrs": bounds, "weight_gap": float((weights[0] - weights[1]).abs().max())},
+                   Path(out) / "rank0.pt")
+
+
+def test_range_test_bounds_and_test_metrics_agree_across_ranks(tmp_path):
+    """No --lr-min/--lr-max: both ranks train with rank 0's LRMIN/LRMAX (same weights after training),
+    and the all-reduced test metrics equal a one-process evaluation of rank 0's model on the whole set."""
+    config = Config(dataset="fake", subset=SUBSET, width=8, batch_size=BATCH, epochs=1, workers=0,
+                    progress=False, device="cpu", lr_find_iters=10, output_dir=str(tmp_path / "out"))
+    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=free_port()) as parallel:
+        parallel.run(_train_two_ranks, config, str(tmp_path))
+    saved = torch.load(tmp_path / "rank0.pt")
+    found = json.loads((tmp_path / "out" / "lr_finder.json").read_text())
+    assert saved["rank_lrs"].tolist() == [[found["lr_min"], found["lr_max"]]] * 2
+    assert saved["weight_gap"] == 0.0
+
+    data = load_dataset("fake", subset=SUBSET, seed=config.seed)
+    model = CustomResNet(num_classes=data.num_classes, width=8)
+    model.load_state_dict(saved["state"])
+    evaluator = create_evaluator(model, nn.CrossEntropyLoss(), torch.device("cpu"))
+    evaluator.run(cpu_loaders(data, BATCH, 0, config.seed)[1])
+    alone = evaluator.state.metrics
+    assert saved["metrics"]["examples"] == alone["examples"] == SUBSET // 5
+    assert saved["metrics"]["accuracy"] == pytest.approx(alone["accuracy"], abs=1e-9)
+    assert saved["metrics"]["loss"] == pytest.approx(alone["loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("size,world", [(51, 2), (51, 3), (7, 4)])
+def test_unpadded_shards_hold_every_test_image_once(size, world):
+    shards = [list(UnpaddedShardSampler(range(size), world, rank)) for rank in range(world)]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))
+    assert [len(s) for s in shards] == [len(UnpaddedShardSampler(range(size), world, r)) for r in range(world)]
+
+
+def test_batch_split_and_launch_clashes_are_user_errors(monkeypatch):
+    check_batch_split(64, 2)
+    with pytest.raises(UserError, match="multiple of 2"):
+        check_batch_split(63, 2)
+    monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("LOCAL_RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="torchrun"):
+        plan_launch(torch.device("cpu"), 2, 64)
+    assert plan_launch(torch.device("cpu"), None, 64).backend == "gloo"
+
+
+def test_unwrap_returns_the_plain_module():
+    model = nn.Linear(2, 2)
+    assert unwrap(model) is model and unwrap(nn.DataParallel(model)) is model
