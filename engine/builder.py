@@ -224,8 +224,12 @@ class Run:
 
     def fit(self) -> dict:
         """Train for config.epochs (continuing from trainer.state if resumed); returns the summary."""
-        self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
-        return self.summary(completed=True)
+        try:
+            self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
+        finally:
+            if self.tensorboard is not None:  # a run that stops early must end the writer's thread too
+                self.tensorboard.close()
+        return self.summary(completed=len(self.history.rows) >= self.config.epochs)
 
 
 def build_run(config: Config) -> Run:

@@ -21,8 +21,7 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     if write:
         run.tensorboard = TensorBoardWriter(run).attach()
     ConfusionTracker(run, run.tensorboard).attach(write)
-    if write:
-        MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard).attach()
+    MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard, write).attach()
     objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
     if resume is not None:
         load_resume_point(objects, resume, run.output_dir / CHECKPOINT_DIR)

@@ -11,6 +11,7 @@ import io
 import math
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -67,12 +68,13 @@ def mistakes_csv(index: np.ndarray, true: list[str], predicted: list[str], proba
 class MisclassifiedDump:
     """Gathers (predicted class, probability, loss, label) per test image on dump epochs, then writes the files.
 
-    Indices assume the test loader is not shuffled (it is not); under distributed evaluation each
-    rank sees a shard, and this dump covers rank 0's shard only.
+    Indices assume the test loader is not shuffled (it is not). Under distributed evaluation each rank
+    sees the strided shard rank, rank + world_size, ...: every rank attaches this (the gather is a
+    collective), the shards are gathered into test-set order, and only the rank with `write` writes.
     """
 
-    def __init__(self, run, every: int, count: int, tb_logger=None):
-        self.run, self.every, self.count, self.tb_logger = run, every, count, tb_logger
+    def __init__(self, run, every: int, count: int, tb_logger=None, write: bool = True):
+        self.run, self.every, self.count, self.tb_logger, self.write = run, every, count, tb_logger, write
         self._parts: list[tuple[torch.Tensor, ...]] | None = None
 
     def attach(self) -> "MisclassifiedDump":
@@ -97,10 +99,17 @@ class MisclassifiedDump:
         self._parts.append((predicted, probability, loss, y))
 
     def _dump(self, _) -> None:
-        if not self._parts:
+        if self._parts is None:  # not a dump epoch (the same decision on every rank)
             return
-        predicted, probability, loss, y = (torch.cat(t).cpu().numpy() for t in zip(*self._parts))
+        # One (n, 4) float64 table per rank: float64 holds the class indices exactly.
+        local = torch.stack([torch.cat(t).double() for t in zip(*self._parts)], 1) if self._parts \
+            else torch.zeros((0, 4), dtype=torch.float64, device=self.run.device)
         self._parts = None
+        table = gather_strided_shards(local).cpu().numpy()
+        if not self.write:
+            return
+        predicted, probability, loss, y = table[:, 0].astype(np.int64), table[:, 1], table[:, 2], \
+            table[:, 3].astype(np.int64)
         wrong = np.flatnonzero(predicted != y)
         classes = self.run.data.classes
         epoch = self.run.trainer.state.epoch
@@ -116,3 +125,19 @@ class MisclassifiedDump:
         save_png(grid, folder / f"epoch_{epoch:02d}.png")
         if self.tb_logger is not None:
             self.tb_logger.writer.add_image("test/misclassified", grid, epoch, dataformats="HWC")
+
+
+def gather_strided_shards(local: torch.Tensor) -> torch.Tensor:
+    """Rows of every rank's strided shard (rank r holds items r, r + W, ...) back in item order.
+
+    One process: `local` itself. Shards may differ in length by one (no padding).
+    """
+    world = idist.get_world_size()
+    if world == 1:
+        return local
+    lengths = [int(n) for n in idist.all_gather(len(local))]
+    shards = idist.all_gather_tensors_with_shapes(local, [[n, local.shape[1]] for n in lengths])
+    table = local.new_empty((sum(lengths), local.shape[1]))
+    for rank, shard in enumerate(shards):
+        table[rank::world] = shard.to(table.device)
+    return table

@@ -22,6 +22,7 @@ class TensorBoardWriter:
     """Per-iteration losses stay on the device until the epoch ends, then cross to the host in one copy."""
 
     def __init__(self, run):
+        self._closed = False
         self.run = run
         self.logger = TensorboardLogger(log_dir=str(Path(run.output_dir) / FOLDER))
         self._losses: list[torch.Tensor] = []
@@ -85,7 +86,10 @@ class TensorBoardWriter:
         self.writer.flush()
 
     def close(self, _=None) -> None:
-        self.logger.close()
+        """Idempotent: called at COMPLETED and again by Run.fit whatever way the run ended."""
+        if not self._closed:
+            self._closed = True
+            self.logger.close()
 
 
 def hparams(run) -> dict:

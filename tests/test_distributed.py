@@ -158,3 +158,36 @@ def test_batch_split_and_launch_clashes_are_user_errors(monkeypatch):
 def test_unwrap_returns_the_plain_module():
     model = nn.Linear(2, 2)
     assert unwrap(model) is model and unwrap(nn.DataParallel(model)) is model
+
+
+STOP = ["--handler", "tests.handlers_for_tests:stop_after_first_epoch"]
+
+
+def history_without_seconds(out: Path) -> list[dict]:
+    rows = json.loads((out / "summary.json").read_text())["history"]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_two_process_resume_matches_a_straight_two_process_run(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = [*FAST, *GIVEN_LRS, "--epochs", str(EPOCHS)]
+    assert (r := launch("spawn", [*args, "--output-dir", str(straight)])).returncode == 0, r.stderr[-3000:]
+    assert (r := launch("spawn", [*args, *STOP, "--output-dir", str(resumed)])).returncode == 0, r.stderr[-3000:]
+    assert len(history_without_seconds(resumed)) == 1
+    # Resumed by the other launcher: the checkpoint does not depend on how the processes were started.
+    r = launch("torchrun", [*args, "--resume", "auto", "--output-dir", str(resumed)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["completed"] and summary["world_size"] == 2
+    assert not (resumed / "lr_finder.json").exists()  # bounds came from the checkpoint
+    for a, b in zip(history_without_seconds(resumed), history_without_seconds(straight), strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9)
+    assert (resumed / "lr_schedule.csv").read_text() == (straight / "lr_schedule.csv").read_text()
+
+    # The misclassified dump covers the whole test set, gathered from both ranks' strided shards.
+    rows = (straight / "misclassified" / f"epoch_{EPOCHS:02d}.csv").read_text().splitlines()[1:]
+    indices = [int(row.split(",")[0]) for row in rows]
+    final = json.loads((straight / "summary.json").read_text())["final_test_accuracy"]
+    assert len(indices) == round((1 - final) * (SUBSET // 5))
+    assert len(set(indices)) == len(indices) and all(0 <= i < SUBSET // 5 for i in indices)
+    assert {i % 2 for i in indices} == {0, 1}  # rank 1's images (odd indices) are listed too

@@ -143,3 +143,17 @@ def test_resume_of_a_finished_run_is_refused(straight_run, capsys):
     assert train(straight_run, "--epochs", "3", "--resume", "auto") == 2
     assert "nothing to resume" in one_error_line(capsys)
     assert (straight_run / "summary.json").read_text() == before
+
+
+def test_gpu_data_path_resumes_like_a_straight_run(tmp_path):
+    """The GPU-resident loader (run here on the CPU) also makes a stopped-and-resumed run match."""
+    gpu = ("--augment", "gpu")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(straight, "--epochs", "3", *LR, *gpu) == 0
+    assert train(resumed, "--epochs", "3", *LR, *gpu, *STOP) == 0
+    assert train(resumed, "--epochs", "3", *gpu, "--resume", "auto") == 0
+    assert _close(metrics(read_summary(straight)), metrics(read_summary(resumed)))
+    # ... and it really took the GPU path, whose batches differ from the albumentations path's.
+    cpu = tmp_path / "cpu"
+    assert train(cpu, "--epochs", "3", *LR, "--augment", "cpu") == 0
+    assert metrics(read_summary(cpu))["history"] != metrics(read_summary(straight))["history"]
