@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from dataclasses import fields
 
 from engine.config import Config
@@ -79,14 +80,25 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--handler", dest="handlers", action="append", default=[], metavar="MODULE:FUNCTION",
                    help="call FUNCTION(run) from MODULE (package.module or path/to/file.py) after the run is "
                         "built and before training; repeatable. See examples/")
+    g = p.add_argument_group("reliability")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --output-dir: its checkpoints/, tensorboard/, misclassified/, "
+                        "plots/, summary.json, history.csv, lr_schedule.csv and lr_finder.json are deleted once "
+                        "every input check has passed, just before the new run writes")
+    g.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = p.parse_args(argv)
     return Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
 
 
 def lr_find_only(config: Config) -> None:
     from engine.builder import build_components, find_lr
+    from handlers.run_dir import check_output_dir, prepare_output_dir
 
-    result = find_lr(build_components(config), config.resolved_output_dir())
+    output_dir = config.resolved_output_dir()
+    check_output_dir(config, output_dir)
+    components = build_components(config)
+    prepare_output_dir(config, output_dir)
+    result = find_lr(components, output_dir)
     print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g}  "
           f"(plot: {config.resolved_output_dir() / 'plots' / 'lr_finder.png'})")
 
@@ -116,8 +128,17 @@ def main(argv=None) -> int:
         config.validate()
         lr_find_only(config) if config.lr_find_only else train(config)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        if config.debug:
+            e.__suppress_context__ = False  # show the cause that `raise ... from None` hides on one line
+            traceback.print_exc()
+        # One line; RunInterrupted (Ctrl-C, checkpoint saved) has its own label and exit code 130.
+        print(f"{getattr(e, 'label', 'error')}: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:  # Ctrl-C outside training (data loading, range test) or a second one
+        if config.debug:
+            traceback.print_exc()
+        print("interrupted: stopped by Ctrl-C (no checkpoint saved by this command)", file=sys.stderr)
+        return 130
     return 0
 
 

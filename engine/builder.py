@@ -30,8 +30,10 @@ from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, cr
 from handlers.checkpoint import find_resume_point
 from handlers.defaults import attach_default_handlers
 from handlers.history import LRRecorder, MetricHistory
+from handlers.interrupt import stop_on_sigint
 from handlers.nonfinite import NonFiniteLossCheck
 from handlers.outputs import build_summary, write_atomic, write_run_files
+from handlers.run_dir import check_output_dir, prepare_output_dir
 from handlers.plots import save_curves_plot, save_lr_finder_plot, save_one_cycle_plot
 from models import CustomResNet, count_parameters
 
@@ -140,6 +142,8 @@ class Run:
     train_seconds: float = 0.0
     summary_extra: dict = field(default_factory=dict)  # handlers may add keys to summary.json
     tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
+    sigint: Any = None  # set while fit() runs: whether Ctrl-C asked the trainer to stop (handlers.interrupt)
+    last_checkpoint: Path | None = None  # the checkpoint saved after a Ctrl-C
 
     @property
     def params(self) -> int:
@@ -157,7 +161,8 @@ class Run:
 
     def fit(self) -> dict:
         """Train for config.epochs (continuing from trainer.state if resumed); returns the summary."""
-        self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
+        with stop_on_sigint(self):  # Ctrl-C: checkpoint, then RunInterrupted with the resume command
+            self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
         return self.summary(completed=True)
 
 
@@ -167,10 +172,11 @@ def build_run(config: Config) -> Run:
     With --resume, LRMIN/LRMAX come from the checkpoint (no range test) and every stateful object is
     loaded from it once built.
     """
-    c = build_components(config)
     output_dir = config.resolved_output_dir()
+    check_output_dir(config, output_dir)  # a folder; an earlier run there needs --resume or --overwrite
+    c = build_components(config)
     resume = find_resume_point(config, output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(config, output_dir)  # --overwrite removes the earlier run's outputs only here
     range_test = None
     if resume is not None:
         lr_min, lr_max = resume.lr_min, resume.lr_max

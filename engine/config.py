@@ -50,6 +50,9 @@ class Config:
     dump_every: int = 1                  # misclassified dump every N epochs (and always after the last)
     misclassified_count: int = 20        # mistakes shown in the misclassified grid
     handlers: list[str] = field(default_factory=list)  # "package.module:function", called with the Run
+    # reliability
+    overwrite: bool = False              # replace the earlier run's outputs in --output-dir (handlers/run_dir.py)
+    debug: bool = False                  # show the traceback of a UserError too
 
     @property
     def resolved_peak_epoch(self) -> float:
@@ -102,6 +105,8 @@ class Config:
                             f"in --output-dir")
         if self.resume == "auto" and self.output_dir is None:
             bad("--resume", "auto looks for checkpoints in --output-dir: pass the --output-dir of the run to continue")
+        if self.overwrite and self.resume is not None:
+            bad("--overwrite", "starts a new run over the earlier one, --resume continues it: pass only one")
         if self.checkpoint_every < 0:
             bad("--checkpoint-every", f"{self.checkpoint_every} must be 0 (epoch ends only) or more")
         if self.keep_checkpoints < 1:
