@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("ignite").setLevel(logging.WARNING)  # its per-epoch INFO lines duplicate our table
+    if not config.debug:  # an Engine logs every exception before raising it: an error would be two lines
+        logging.getLogger("ignite.engine.engine").setLevel(logging.CRITICAL)
     try:
         config.validate()
         lr_find_only(config) if config.lr_find_only else train(config)

@@ -60,9 +60,10 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
         suggestion = float(finder.lr_suggestion())
     except RuntimeError:  # too few points before the minimum: ignite says the curve is not U-shaped
         suggestion = None
-    # FastaiLRFinder stops early once the loss exceeds 5x its best: a full-length curve never diverged.
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr,
-                                                diverged=len(lrs) < num_iter)
+    # FastaiLRFinder stops early once the loss exceeds 5x its best (a NaN loss never does): a full-length,
+    # finite curve never diverged.
+    diverged = len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr, diverged=diverged)
     for w in warnings:
         log.warning(w)
     return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings)

@@ -30,7 +30,7 @@ from engine.errors import UserError
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-PARTIAL_SUFFIX = ".partial"  # a checkpoint being written: `.<name>.partial`, renamed into place when complete
+PARTIAL_SUFFIX = ".partial"  # checkpoints being written go to OUTPUT/.checkpoints.partial/, then move in
 TRAINING_FILE = re.compile(r"^checkpoint_(\d+)\.pt$")
 # Settings that fix the One Cycle schedule and the data order: a resume must use the saved ones.
 SCHEDULE_SETTINGS = ("dataset", "subset", "epochs", "batch_size", "peak_epoch", "seed")
@@ -131,7 +131,7 @@ def load_checkpoint_file(path: Path) -> dict:
         if "Weights only load failed" not in str(e):
             raise damaged(e) from None
         # weights_only=True met a Python global it does not allow, and stopped before calling anything.
-        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))
         raise UserError(f"refused to load {path}: it holds Python objects that could run code when loaded "
                         f"({unsafe.group(1) if unsafe else 'not tensors or plain values'}), which no checkpoint "
                         f"of this trainer does; nothing in it was run: resume only from checkpoints this "
@@ -180,27 +180,34 @@ def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
 class SafeDiskSaver(DiskSaver):
     """ignite's DiskSaver, made safe against a kill at any moment.
 
-    A checkpoint is written to `.<name>.partial`, flushed to disk (fsync), then renamed into place, so a
-    `checkpoint_*.pt` file is always complete. ignite's Checkpoint removes the oldest file *before* it
-    writes the new one; here removals wait until the next file is in place, so a kill in between never
-    leaves fewer complete checkpoints than before (with --keep-checkpoints 1: none at all).
+    A checkpoint is written into a sibling folder `.<dirname>.partial`, flushed to disk (fsync), then
+    renamed into `dirname`, so every file in `dirname` is complete. ignite's Checkpoint removes the
+    oldest file *before* it writes the new one; here removals wait until the new file is in place, so a
+    kill in between never leaves fewer complete checkpoints than before (with --keep-checkpoints 1: none).
     """
 
     def __init__(self, dirname, **kwargs):
         super().__init__(dirname, atomic=True, **kwargs)
+        self.partial_dir = self.dirname.parent / f".{self.dirname.name}{PARTIAL_SUFFIX}"
         self._pending_removals: list[str] = []
-        for partial in self.dirname.glob(f".*{PARTIAL_SUFFIX}"):  # left by a killed run
-            partial.unlink()
+        if self.partial_dir.is_dir():  # left by a killed run: never complete, never loaded
+            for leftover in self.partial_dir.iterdir():
+                leftover.unlink()
 
     def _save_func(self, checkpoint, path: Path, func) -> None:
         path = Path(path)
-        partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+        self.partial_dir.mkdir(exist_ok=True)
+        partial = self.partial_dir / path.name
         with open(partial, "wb") as f:
             func(checkpoint, f, **self.kwargs)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
         _fsync_dir(path.parent)
+        try:
+            self.partial_dir.rmdir()
+        except OSError:  # another save under way (other ranks' savers do not write)
+            pass
         removals, self._pending_removals = self._pending_removals, []
         for name in removals:
             if name != path.name:

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import UserError
-from handlers.checkpoint import CHECKPOINT_DIR, training_checkpoints
+from handlers.checkpoint import CHECKPOINT_DIR, PARTIAL_SUFFIX, training_checkpoints
 
 # Everything a run writes into --output-dir: what --overwrite replaces. Other files are left alone.
-RUN_OUTPUTS = (CHECKPOINT_DIR, "tensorboard", "misclassified", "plots", "summary.json", "history.csv",
+RUN_OUTPUTS = (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}{PARTIAL_SUFFIX}", "tensorboard", "misclassified", "plots", "summary.json", "history.csv",
                "lr_schedule.csv", "lr_finder.json")
 
 
@@ -34,15 +34,18 @@ def earlier_run(output_dir: Path) -> str | None:
 def check_output_dir(config, output_dir: Path) -> None:
     """Raise UserError for an output path that is not a folder, or that holds a run this command must not touch."""
     output_dir = Path(output_dir)
-    for parent in (output_dir, *output_dir.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--output-dir {output_dir}: {parent} is a file, not a folder: choose another "
-                                f"--output-dir")
-            break
-    if getattr(config, "overwrite", False) or config.resume is not None:
-        return  # --resume checks its checkpoint itself (a finished run has nothing to resume)
-    state = earlier_run(output_dir)
+    try:
+        for parent in (output_dir, *output_dir.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"--output-dir {output_dir}: {parent} is a file, not a folder: choose another "
+                                    f"--output-dir")
+                break
+        if getattr(config, "overwrite", False) or config.resume is not None:
+            return  # --resume checks its checkpoint itself (a finished run has nothing to resume)
+        state = earlier_run(output_dir)
+    except OSError as e:  # e.g. a name too long for the file system
+        raise _cannot_write(output_dir, e) from None
     if state == "finished":
         raise UserError(f"{output_dir} already holds a finished run: pass --overwrite to replace its outputs "
                         f"(the earlier run's checkpoints, summary and plots are deleted), or choose a new "
@@ -60,8 +63,7 @@ def prepare_output_dir(config, output_dir: Path) -> None:
         with tempfile.TemporaryFile(dir=output_dir):
             pass
     except OSError as e:
-        raise UserError(f"cannot write to --output-dir {output_dir} ({type(e).__name__}: "
-                        f"{e.strerror or e}): choose a folder you can write to") from None
+        raise _cannot_write(output_dir, e) from None
     if getattr(config, "overwrite", False):
         for name in RUN_OUTPUTS:
             path = output_dir / name
@@ -69,3 +71,8 @@ def prepare_output_dir(config, output_dir: Path) -> None:
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 os.remove(path)
+
+
+def _cannot_write(output_dir: Path, e: OSError) -> UserError:
+    return UserError(f"cannot write to --output-dir {output_dir} ({type(e).__name__}: {e.strerror or e}): "
+                     f"choose a folder you can write to")
