@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from dataclasses import fields
 
 from engine.config import Config
@@ -18,14 +19,23 @@ from engine.errors import UserError
 
 # The exit status of a UserError, also of a spawned process that stopped on one (engine.distributed).
 USER_ERROR_EXIT = 2
+SIGINT_EXIT = 130  # the shell's code for a process ended by Ctrl-C (handlers.interrupt uses it too)
 
 
-def report_user_error(error: UserError) -> None:
-    """The one `error: ...` line; under several processes only rank 0 prints it (they all hit the same)."""
+def report_user_error(error: UserError, debug: bool = False) -> int:
+    """The one `error: ...` line (with --debug, the traceback first); returns the exit code.
+
+    Under several processes only rank 0 prints (they all hit the same). RunInterrupted (Ctrl-C,
+    checkpoint saved) has its own label and exit code 130.
+    """
     from engine.distributed import launch_rank
 
     if launch_rank() == 0:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        if debug:
+            error.__suppress_context__ = False  # show the cause that `raise ... from None` hides on one line
+            traceback.print_exception(error)
+        print(f"{getattr(error, 'label', 'error')}: {error}", file=sys.stderr, flush=True)
+    return getattr(error, "exit_code", USER_ERROR_EXIT)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -98,6 +108,12 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--handler", dest="handlers", action="append", default=[], metavar="MODULE:FUNCTION",
                    help="call FUNCTION(run) from MODULE (package.module or path/to/file.py) after the run is "
                         "built and before training; repeatable. See examples/")
+    g = p.add_argument_group("reliability")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --output-dir: its checkpoints/, tensorboard/, misclassified/, "
+                        "plots/, summary.json, history.csv, lr_schedule.csv and lr_finder.json are deleted once "
+                        "every input check has passed, just before the new run writes")
+    g.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = p.parse_args(argv)
     return Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
 
@@ -105,11 +121,16 @@ def parse_args(argv=None) -> Config:
 def lr_find_only(config: Config) -> None:
     from engine.builder import build_components, find_lr
     from engine.distributed import is_main_process
+    from handlers.run_dir import check_output_dir, prepare_output_dir
 
-    result = find_lr(build_components(config), config.resolved_output_dir())  # [dist] on every rank
+    check_output_dir(config, config.resolved_output_dir())
+    components = build_components(config)
+    output_dir = config.resolved_output_dir()  # [dist] rank 0's: build_components shared it
     if is_main_process():
-        print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g}  "
-              f"(plot: {config.resolved_output_dir() / 'plots' / 'lr_finder.png'})")
+        prepare_output_dir(config, output_dir)
+    result = find_lr(components, output_dir)  # [dist] on every rank
+    if is_main_process():
+        print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g}  (plot: {output_dir / 'plots' / 'lr_finder.png'})")
 
 
 def train(config: Config) -> None:
@@ -135,7 +156,7 @@ def train(config: Config) -> None:
         print(verdict(summary))
 
 
-def configure_logging() -> None:
+def configure_logging(debug: bool = False) -> None:
     from engine.distributed import launch_rank
 
     # [dist] ranks other than 0 report only warnings, so a log line appears once
@@ -148,6 +169,8 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # [dist] when one spawned process stops on a UserError, torch says it terminates the others: noise
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    if not debug:  # an Engine logs every exception before raising it: an error would be two lines
+        logging.getLogger("ignite.engine.engine").setLevel(logging.CRITICAL)
 
 
 def run_process(local_rank: int, config: Config) -> None:
@@ -164,17 +187,16 @@ def run_process(local_rank: int, config: Config) -> None:
 def run_spawned_process(local_rank: int, config: Config) -> None:
     """[dist] run_process in a process idist.Parallel spawned: a UserError becomes rank 0's one line
     and exit status USER_ERROR_EXIT, which the launcher passes on (a traceback would only repeat it)."""
-    configure_logging()
+    configure_logging(config.debug)
     try:
         run_process(local_rank, config)
     except UserError as e:
-        report_user_error(e)
-        sys.exit(USER_ERROR_EXIT)
+        sys.exit(report_user_error(e, config.debug))
 
 
 def main(argv=None) -> int:
     config = parse_args(argv)
-    configure_logging()
+    configure_logging(config.debug)
     try:
         import ignite.distributed as idist
         from torch.multiprocessing import ProcessExitedException
@@ -191,12 +213,16 @@ def main(argv=None) -> int:
                                 master_port=plan.master_port) as parallel:
                 parallel.run(run_spawned_process if spawn else run_process, config)
         except ProcessExitedException as e:
-            if e.exit_code == USER_ERROR_EXIT:  # a spawned process has printed the error line
-                return USER_ERROR_EXIT
+            if e.exit_code in (USER_ERROR_EXIT, SIGINT_EXIT):  # a spawned process has printed its one line
+                return e.exit_code
             raise
     except UserError as e:
-        report_user_error(e)
-        return USER_ERROR_EXIT
+        return report_user_error(e, config.debug)
+    except KeyboardInterrupt:  # Ctrl-C outside training (data loading, range test) or a second one
+        if config.debug:
+            traceback.print_exc()
+        print("interrupted: stopped by Ctrl-C (no checkpoint saved by this command)", file=sys.stderr)
+        return SIGINT_EXIT
     return 0
 
 

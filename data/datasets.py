@@ -69,15 +69,22 @@ def _load_cifar10(root: Path):
 
     try:
         train, test = both(download=False)
-    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted" (its md5 check of every file)
+        extracted = root / CIFAR10.base_folder
         try:
             root.mkdir(parents=True, exist_ok=True)
             train, test = both(download=True)
         except Exception as e:  # offline, disk full, corrupt archive: all have the same fix
+            cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
+            if extracted.exists():
+                raise UserError(
+                    f"the CIFAR-10 copy in {extracted} is truncated or corrupt (its files fail torchvision's md5 "
+                    f"check) and a fresh copy could not be downloaded ({cause}): delete {extracted} (and "
+                    f"{root / CIFAR10.filename} if present) and run again online, or pass --data-dir DIR where "
+                    f"DIR/{CIFAR10.base_folder} holds a good copy") from None
             raise UserError(
-                f"CIFAR-10 is not in {root} (or is corrupt) and could not be downloaded ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else 'no detail'}): connect to the internet, or pass "
-                f"--data-dir DIR where DIR/cifar-10-batches-py holds the extracted python version") from None
+                f"CIFAR-10 is not in {root} and could not be downloaded ({cause}): connect to the internet, or "
+                f"pass --data-dir DIR where DIR/{CIFAR10.base_folder} holds the extracted python version") from None
     return train.data, np.asarray(train.targets), test.data, np.asarray(test.targets), train.classes
 
 

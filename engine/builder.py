@@ -32,8 +32,10 @@ from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, cr
 from handlers.checkpoint import find_resume_point
 from handlers.defaults import attach_default_handlers
 from handlers.history import LRRecorder, MetricHistory
+from handlers.interrupt import stop_on_sigint
 from handlers.nonfinite import NonFiniteLossCheck
 from handlers.outputs import build_summary, write_atomic, write_run_files
+from handlers.run_dir import check_output_dir, prepare_output_dir
 from handlers.plots import save_curves_plot, save_lr_finder_plot, save_one_cycle_plot
 from models import CustomResNet, count_parameters
 
@@ -198,6 +200,8 @@ class Run:
     train_seconds: float = 0.0
     summary_extra: dict = field(default_factory=dict)  # handlers may add keys to summary.json
     tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
+    sigint: Any = None  # set while fit() runs: whether Ctrl-C asked the trainer to stop (handlers.interrupt)
+    last_checkpoint: Path | None = None  # the checkpoint saved after a Ctrl-C
 
     @property
     def module(self) -> nn.Module:
@@ -225,7 +229,8 @@ class Run:
     def fit(self) -> dict:
         """Train for config.epochs (continuing from trainer.state if resumed); returns the summary."""
         try:
-            self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
+            with stop_on_sigint(self):  # Ctrl-C: checkpoint, then RunInterrupted with the resume command
+                self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
         finally:
             if self.tensorboard is not None:  # a run that stops early must end the writer's thread too
                 self.tensorboard.close()
@@ -239,11 +244,13 @@ def build_run(config: Config) -> Run:
     loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the progress bar and
     writes files.
     """
-    c = build_components(config)
     output_dir = config.resolved_output_dir()
+    check_output_dir(config, output_dir)  # a folder; an earlier run there needs --resume or --overwrite
+    c = build_components(config)
+    output_dir = config.resolved_output_dir()  # [dist] rank 0's: build_components shared it
     resume = find_resume_point(config, output_dir)
-    if is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():  # [dist] one process creates the folder (and, with --overwrite, clears it)
+        prepare_output_dir(config, output_dir)  # --overwrite removes the earlier run's outputs only here
     if resume is not None:
         range_test, lr_min, lr_max = None, resume.lr_min, resume.lr_max
     else:

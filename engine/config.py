@@ -51,6 +51,9 @@ class Config:
     misclassified_count: int = 20        # mistakes shown in the misclassified grid
     handlers: list[str] = field(default_factory=list)  # "package.module:function", called with the Run
     nproc_per_node: int | None = None    # spawn N processes via idist.Parallel; None: one (or torchrun's)
+    # reliability
+    overwrite: bool = False              # replace the earlier run's outputs in --output-dir (handlers/run_dir.py)
+    debug: bool = False                  # show the traceback of a UserError too
 
     @property
     def resolved_peak_epoch(self) -> float:
@@ -105,6 +108,8 @@ class Config:
                             f"in --output-dir")
         if self.resume == "auto" and self.output_dir is None:
             bad("--resume", "auto looks for checkpoints in --output-dir: pass the --output-dir of the run to continue")
+        if self.overwrite and self.resume is not None:
+            bad("--overwrite", "starts a new run over the earlier one, --resume continues it: pass only one")
         if self.checkpoint_every < 0:
             bad("--checkpoint-every", f"{self.checkpoint_every} must be 0 (epoch ends only) or more")
         if self.keep_checkpoints < 1:

@@ -63,21 +63,29 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
         suggestion = float(finder.lr_suggestion())
     except RuntimeError:  # too few points before the minimum: ignite says the curve is not U-shaped
         suggestion = None
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr)
+    # FastaiLRFinder stops early once the loss exceeds 5x its best (a NaN loss never does): a full-length,
+    # finite curve never diverged.
+    diverged = len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr, diverged=diverged)
     for w in warnings:
         log.warning(w)
     return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings)
 
 
-def choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr):
+def choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr, diverged: bool | None = None):
     """LRMAX = the steepest-fall LR; LRMIN = where the loss starts to fall; returns (lr_min, lr_max, warnings).
 
     LRMIN is the first LR at which the smoothed loss is FALL_SHARE of the way from its first value
     down to its minimum, then clipped so that LRMAX / LRMIN lies in [MIN_RATIO, MAX_RATIO].
     Fallbacks, each with a warning: no suggestion (the curve never fell, or diverged at once) ->
     LRMAX = geometric middle of the tested range; no start of fall -> LRMIN = LRMAX / FALLBACK_DIV.
+    `diverged=False` (the loss never blew up before end_lr) only adds a warning: the rule still applies
+    within the tested range, but the best LRMAX may lie above it.
     """
     warnings = []
+    if diverged is False:
+        warnings.append(f"the LR range test never diverged up to --lr-find-end {end_lr:g}: LRMAX may lie above "
+                        f"the tested range; raise --lr-find-end, or pass --lr-min/--lr-max")
     finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
     if suggestion is None or not math.isfinite(suggestion):
         lr_max = math.sqrt(start_lr * end_lr)

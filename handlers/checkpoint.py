@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import pickle
 import random
 import re
@@ -29,6 +30,7 @@ from engine.errors import UserError
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+PARTIAL_SUFFIX = ".partial"  # checkpoints being written go to OUTPUT/.checkpoints.partial/, then move in
 TRAINING_FILE = re.compile(r"^checkpoint_(\d+)\.pt$")
 # Settings that fix the One Cycle schedule and the data order: a resume must use the saved ones.
 SCHEDULE_SETTINGS = ("dataset", "subset", "epochs", "batch_size", "peak_epoch", "seed")
@@ -101,9 +103,10 @@ def find_resume_point(config, output_dir: Path) -> ResumePoint | None:
     """The checkpoint --resume names (None for a new run); refuses to start a new run over old checkpoints."""
     existing = training_checkpoints(output_dir)
     if config.resume is None:
-        if existing:
+        if existing and not getattr(config, "overwrite", False):
             raise UserError(f"{output_dir / CHECKPOINT_DIR} already holds checkpoints of an earlier run: "
-                            f"pass --resume auto to continue it, or choose a new --output-dir")
+                            f"pass --resume auto to continue it, --overwrite to replace it, or choose a new "
+                            f"--output-dir")
         return None
     if config.resume == "auto":
         if not existing:
@@ -119,11 +122,22 @@ def find_resume_point(config, output_dir: Path) -> ResumePoint | None:
 
 def load_checkpoint_file(path: Path) -> dict:
     """torch.load(weights_only=True) onto the CPU (load_state_dict moves tensors to the model's device)."""
+    def damaged(e: BaseException) -> UserError:
+        return UserError(f"cannot read checkpoint {path} ({_first_line(e)}): the file is damaged or not a "
+                         f"torch checkpoint; pass another --resume file, or delete it to use the previous one")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(f"cannot read checkpoint {path} ({_first_line(e)}): the file is damaged or not a "
-                        f"torch checkpoint; pass another --resume file, or delete it to use the previous one")
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise damaged(e) from None
+        # weights_only=True met a Python global it does not allow, and stopped before calling anything.
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise UserError(f"refused to load {path}: it holds Python objects that could run code when loaded "
+                        f"({unsafe.group(1) if unsafe else 'not tensors or plain values'}), which no checkpoint "
+                        f"of this trainer does; nothing in it was run: resume only from checkpoints this "
+                        f"trainer wrote") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise damaged(e) from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise UserError(f"{path} is not a training checkpoint of this trainer (no {', '.join(missing)}): "
@@ -163,16 +177,84 @@ def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
     return objects
 
 
+class SafeDiskSaver(DiskSaver):
+    """ignite's DiskSaver, made safe against a kill at any moment.
+
+    A checkpoint is written into a sibling folder `.<dirname>.partial`, flushed to disk (fsync), then
+    renamed into `dirname`, so every file in `dirname` is complete. ignite's Checkpoint removes the
+    oldest file *before* it writes the new one; here removals wait until the new file is in place, so a
+    kill in between never leaves fewer complete checkpoints than before (with --keep-checkpoints 1: none).
+    """
+
+    def __init__(self, dirname, **kwargs):
+        super().__init__(dirname, atomic=True, **kwargs)
+        self.partial_dir = self.dirname.parent / f".{self.dirname.name}{PARTIAL_SUFFIX}"
+        self._pending_removals: list[str] = []
+        if self.partial_dir.is_dir():  # left by a killed run: never complete, never loaded
+            for leftover in self.partial_dir.iterdir():
+                leftover.unlink()
+
+    def _save_func(self, checkpoint, path: Path, func) -> None:
+        path = Path(path)
+        self.partial_dir.mkdir(exist_ok=True)
+        partial = self.partial_dir / path.name
+        with open(partial, "wb") as f:
+            func(checkpoint, f, **self.kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        _fsync_dir(path.parent)
+        try:
+            self.partial_dir.rmdir()
+        except OSError:  # another save under way (other ranks' savers do not write)
+            pass
+        removals, self._pending_removals = self._pending_removals, []
+        for name in removals:
+            if name != path.name:
+                super().remove(name)
+
+    def remove(self, filename: str) -> None:
+        self._pending_removals.append(filename)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def refuse_non_finite_weights(model: torch.nn.Module):
+    """A handler that raises UserError instead of letting a checkpoint save NaN/inf weights over good ones.
+
+    One host-device sync per checkpoint (saving copies every tensor to the host anyway).
+    """
+    def check(engine: Engine) -> None:
+        finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+        if not bool(finite):
+            raise UserError(f"the model's weights became NaN/inf by epoch {engine.state.epoch}, iteration "
+                            f"{engine.state.iteration} (not saved: the checkpoints already in "
+                            f"{CHECKPOINT_DIR}/ are kept): the learning rate is probably too high: lower "
+                            f"--lr-max (or --lr-min), or check the data for broken images")
+    return check
+
+
 def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True) -> dict[str, Any]:
     """Save at every epoch end (and every N iterations); returns the objects a resume loads.
 
     Attach after the evaluation and MetricHistory, so an epoch-end checkpoint holds that epoch's row.
     `write=False` (ranks other than 0) attaches nothing but still returns the objects to load.
+    Each save is preceded by a check of the weights: a NaN/inf model stops the run instead of being saved.
     """
     if not write:
         return training_objects(run, None)
     folder = run.output_dir / CHECKPOINT_DIR
-    saver = DiskSaver(folder, atomic=True, create_dir=True, require_empty=False)
+    saver = SafeDiskSaver(folder, create_dir=True, require_empty=False)
     best = Checkpoint({"model": run.model}, saver, filename_prefix="best",
                       score_function=lambda _: float(run.evaluator.state.metrics["accuracy"]),
                       score_name="test_accuracy", n_saved=1,
@@ -180,12 +262,15 @@ def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True
     objects = training_objects(run, best)
     latest = Checkpoint(objects, saver, n_saved=keep, include_self=True,
                         global_step_transform=lambda engine, _: engine.state.iteration)
+    guard = refuse_non_finite_weights(run.model)
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED, guard)
     run.trainer.add_event_handler(Events.EPOCH_COMPLETED, best)
     run.trainer.add_event_handler(Events.EPOCH_COMPLETED, latest)
     if every_iterations:
         # The epoch-end checkpoint covers an epoch's last iteration, and only it holds the epoch's history row.
         def mid_epoch(engine: Engine, iteration: int) -> bool:
             return iteration % every_iterations == 0 and iteration % engine.state.epoch_length != 0
+        run.trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), guard)
         run.trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), latest)
     return {**objects, "checkpointer": latest}
 

@@ -6,6 +6,7 @@ import ignite.distributed as idist
 from handlers.checkpoint import (CHECKPOINT_DIR, ResumePoint, align_train_loader, attach_checkpoints,
                                  load_resume_point)
 from handlers.confusion import ConfusionTracker
+from handlers.interrupt import attach_interrupt_checkpoint
 from handlers.misclassified import MisclassifiedDump
 from handlers.tensorboard import TensorBoardWriter
 
@@ -23,6 +24,8 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     ConfusionTracker(run, run.tensorboard).attach(write)
     MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard, write).attach()
     objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
+    if write:
+        attach_interrupt_checkpoint(run, objects["checkpointer"])
     if resume is not None:
         load_resume_point(objects, resume, run.output_dir / CHECKPOINT_DIR)
         align_train_loader(run, resume)

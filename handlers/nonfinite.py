@@ -44,5 +44,5 @@ class NonFiniteLossCheck:
         first = int((~finite).nonzero()[0, 0])
         epoch, iteration, loss = losses[first]
         raise UserError(f"the training loss became {float(loss)} at epoch {epoch}, iteration {iteration} "
-                        f"(checked every {self.every or 'epoch'} iterations): the learning rate is probably "
+                        f"(checked {f'every {self.every} iterations' if self.every else 'at each epoch end'}): the learning rate is probably "
                         f"too high: lower --lr-max (or --lr-min), or check the data for broken images")

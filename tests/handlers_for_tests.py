@@ -24,3 +24,24 @@ def count_events(run) -> None:
 def stop_after_first_epoch(run) -> None:
     """Stop the run at the end of epoch 1 as an interruption would: no COMPLETED event, summary incomplete."""
     run.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate(skip_completed=True))
+
+
+def record_iterations(run) -> None:
+    """Append each finished iteration to OUTPUT/progress.txt (after that iteration's checkpoint, if any)."""
+    path = run.output_dir / "progress.txt"
+
+    def record(engine):
+        with open(path, "a") as f:
+            f.write(f"{engine.state.iteration}\n")
+
+    run.trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+
+
+def explode_lr_in_epoch_2(run) -> None:
+    """From epoch 2 on, set an infinite LR (after the scheduler set its own): the weights become NaN/inf."""
+    def explode(engine):
+        if engine.state.epoch >= 2:
+            for group in run.optimizer.param_groups:
+                group["lr"] = float("inf")
+
+    run.trainer.add_event_handler(Events.ITERATION_STARTED, explode)
