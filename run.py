@@ -182,6 +182,10 @@ def run_process(local_rank: int, config: Config) -> None:
         # [dist] N CPU processes share the cores (torchrun sets OMP_NUM_THREADS=1 itself)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     lr_find_only(config) if config.lr_find_only else train(config)
+    if idist.get_world_size() > 1:
+        # [dist] Leave together: a process that tears down the process group while another is still
+        # finishing (rank 0 writes the final outputs) can abort in gloo's teardown.
+        idist.barrier()
 
 
 def run_spawned_process(local_rank: int, config: Config) -> None:
