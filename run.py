@@ -137,8 +137,8 @@ def train(config: Config) -> None:
     import ignite.distributed as idist
 
     from engine.builder import build_run
-    from handlers.custom import load_handler
     from engine.distributed import is_main_process
+    from handlers.custom import load_handler
     from handlers.outputs import format_table, verdict
 
     # Resolved before the build, so a bad --handler fails before any training (or range test) runs.
