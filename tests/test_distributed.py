@@ -1,4 +1,4 @@
-"""Two gloo processes on CPU, launched the two ways README.dist.md documents, on fake data."""
+"""Two gloo processes on CPU, launched the two ways README.md ("Several GPUs and several machines") documents, on fake data."""
 from __future__ import annotations
 
 import json
