@@ -113,6 +113,7 @@ def _train_two_ranks(local_rank: int, config: Config, out: str) -> None:
         torch.save({"state": run_.module.state_dict(), "metrics": dict(run_.evaluator.state.metrics),
                     "rank_lrs": bounds, "weight_gap": float((weights[0] - weights[1]).abs().max())},
                    Path(out) / "rank0.pt")
+    idist.barrier()  # leave together, as run.py's processes do (gloo can abort in a staggered teardown)
 
 
 def test_range_test_bounds_and_test_metrics_agree_across_ranks(tmp_path):
