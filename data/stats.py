@@ -1,6 +1,7 @@
 """Per-channel statistics of a uint8 image array."""
 import numpy as np
 
+
 def channel_stats(images: np.ndarray, chunk: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std per channel, in [0, 1], of (N, H, W, C) uint8 images; chunked to bound memory.
 
