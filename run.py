@@ -58,7 +58,20 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--data-dir", default=d.data_dir,
                    help="dataset location; for cifar10 defaults to $ERA_S10_DATA or ~/.cache/era_s10")
     g.add_argument("--subset", type=int, default=d.subset, metavar="N",
-                   help="use the first N training images and the first N//5 test images")
+                   help="a class-stratified sample of N training and N//5 test images (drawn with --data-seed)")
+    g.add_argument("--val-split", type=float, default=d.val_split, metavar="F",
+                   help="hold out this share of the training images (stratified, drawn with --data-seed) as a "
+                        "validation set, evaluated every epoch beside the test set; tune on it, not on test")
+    g.add_argument("--data-seed", type=int, default=d.data_seed,
+                   help="seed of the --subset sample and the --val-split; kept apart from --seed so runs "
+                        "with different seeds see the same images")
+    g.add_argument("--resize", action="store_true",
+                   help="folder: resize images that are not 32x32 as they load (otherwise they are refused)")
+    g.add_argument("--cache-dir", default=d.cache_dir,
+                   help="folder: where decoded images are cached; default $ERA_S10_CACHE or "
+                        "~/.cache/era_s10/folders")
+    g.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="folder: decode every image on every run, and write no cache")
     g.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     g.add_argument("--augment", choices=["auto", "gpu", "cpu"], default=d.augment,
                    help="data path: gpu (dataset on the device, batched augmentation there; also runs on "

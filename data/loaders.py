@@ -82,6 +82,15 @@ class UnpaddedShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
+def cpu_eval_loader(images: np.ndarray, labels: np.ndarray, mean, std, batch_size: int, workers: int):
+    """Normalised batches in order (no augmentation); [dist] this rank's unpadded shard (UnpaddedShardSampler)."""
+    world_size, rank = idist.get_world_size(), idist.get_rank()
+    dataset = AugmentedArrayDataset(images, labels, test_transform(mean, std))
+    sampler = UnpaddedShardSampler(dataset, world_size, rank) if world_size > 1 else None
+    return idist.auto_dataloader(dataset, sampler=sampler, shuffle=False, drop_last=False,
+                                 batch_size=batch_size, num_workers=workers, persistent_workers=False)
+
+
 def cpu_loaders(data: ImageData, batch_size: int, workers: int, seed: int):
     """Train loader (shuffled, augmented, last partial batch kept) and test loader (normalised only).
 
@@ -89,11 +98,7 @@ def cpu_loaders(data: ImageData, batch_size: int, workers: int, seed: int):
     batch_size // W, and W-way shards (train: DistributedSampler seeded with `seed`, padded to equal
     length so every rank runs the same number of steps; test: unpadded, see UnpaddedShardSampler).
     """
-    world_size, rank = idist.get_world_size(), idist.get_rank()
-    test_ds = AugmentedArrayDataset(data.test_x, data.test_y, test_transform(data.mean, data.std))
-    test_sampler = UnpaddedShardSampler(test_ds, world_size, rank) if world_size > 1 else None
-    test = idist.auto_dataloader(test_ds, sampler=test_sampler, shuffle=False, drop_last=False,
-                                 batch_size=batch_size, num_workers=workers, persistent_workers=False)
+    test = cpu_eval_loader(data.test_x, data.test_y, data.mean, data.std, batch_size, workers)
     return cpu_train_loader(data, batch_size, workers, seed), test
 
 

@@ -20,8 +20,8 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from data.datasets import ImageData, load_dataset
-from data.gpu_loader import gpu_loaders
-from data.loaders import cpu_loaders
+from data.gpu_loader import GpuTestLoader, gpu_loaders
+from data.loaders import cpu_eval_loader, cpu_loaders
 from engine.config import Config
 from engine.distributed import (broadcast_buffers_from_rank0, broadcast_floats, check_batch_split,
                                 is_main_process, unwrap)
@@ -58,11 +58,18 @@ def resolve_augment(name: str, device: torch.device) -> str:
 
 
 def build_loaders(config: Config, data: ImageData, device: torch.device, speed: StepSpeed):
-    """(train, test) loaders of the data path config.augment chooses."""
+    """(train, test, validation or None) loaders of the data path config.augment chooses."""
+    rank, world_size = idist.get_rank(), idist.get_world_size()
     if resolve_augment(config.augment, device) == "gpu":
-        return gpu_loaders(data, config.batch_size, config.seed, device, idist.get_rank(),
-                           idist.get_world_size(), channels_last=speed.channels_last)
-    return cpu_loaders(data, config.batch_size, config.workers, config.seed)
+        train, test = gpu_loaders(data, config.batch_size, config.seed, device, rank, world_size,
+                                  channels_last=speed.channels_last)
+        val = GpuTestLoader(data.val_x, data.val_y, data.mean, data.std, config.batch_size, device, rank,
+                            world_size, speed.channels_last) if data.has_val else None
+        return train, test, val
+    train, test = cpu_loaders(data, config.batch_size, config.workers, config.seed)
+    val = cpu_eval_loader(data.val_x, data.val_y, data.mean, data.std, config.batch_size,
+                          config.workers) if data.has_val else None
+    return train, test, val
 
 
 def process_device(config: Config) -> torch.device:
@@ -105,6 +112,7 @@ class Components:
     train_loader: Any
     test_loader: Any
     speed: StepSpeed = StepSpeed()
+    val_loader: Any = None  # the --val-split hold-out, or None
 
 
 def build_components(config: Config) -> Components:
@@ -117,7 +125,9 @@ def build_components(config: Config) -> Components:
     manual_seed(config.seed)
     # [dist] One process per node downloads/reads first; the others then find the files in place.
     with idist.one_rank_first(local=True):
-        data = load_dataset(config.dataset, config.data_dir, config.subset, config.seed)
+        data = load_dataset(config.dataset, config.data_dir, config.subset, config.seed,
+                            val_split=config.val_split, split_seed=config.data_seed, resize=config.resize,
+                            cache_dir=config.cache_dir, use_cache=config.cache)
     speed = StepSpeed.for_device(device, config.amp, config.compile)
     model = CustomResNet(num_classes=data.num_classes, width=config.width).to(
         device, memory_format=torch.channels_last if speed.channels_last else torch.preserve_format)
@@ -127,9 +137,9 @@ def build_components(config: Config) -> Components:
     optimizer = idist.auto_optim(
         torch.optim.Adam(model.parameters(), lr=config.lr_find_start, weight_decay=config.weight_decay,
                          fused=True if device.type == "cuda" else None))
-    train_loader, test_loader = build_loaders(config, data, device, speed)
+    train_loader, test_loader, val_loader = build_loaders(config, data, device, speed)
     return Components(config, device, data, model, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
-                      speed)
+                      speed, val_loader)
 
 
 def find_lr(c: Components, output_dir: Path) -> RangeTest:
@@ -202,6 +212,13 @@ class Run:
     tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
     sigint: Any = None  # set while fit() runs: whether Ctrl-C asked the trainer to stop (handlers.interrupt)
     last_checkpoint: Path | None = None  # the checkpoint saved after a Ctrl-C
+    val_loader: Any = None
+    val_evaluator: Engine | None = None  # with --val-split: runs after the test evaluator every epoch
+
+    @property
+    def selection_evaluator(self) -> Engine:
+        """The evaluator a model is chosen by: validation when there is one, else test."""
+        return self.val_evaluator if self.val_evaluator is not None else self.evaluator
 
     @property
     def module(self) -> nn.Module:
@@ -271,12 +288,18 @@ def build_run(config: Config) -> Run:
     evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed)
     evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(c.test_loader))
-    history = MetricHistory(c.optimizer).attach(trainer, evaluator)
+    val_evaluator = None
+    if c.val_loader is not None:
+        val_evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed)
+        val_evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: val_evaluator.run(c.val_loader))
+    history = MetricHistory(c.optimizer).attach(trainer, evaluator, val_evaluator)
     if config.progress and is_main_process():
         ProgressBar(persist=False, desc="train").attach(trainer)
 
     run = Run(config, c.device, c.data, c.model, c.optimizer, c.loss_fn, c.train_loader, c.test_loader,
-              trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir)
+              trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir,
+              val_loader=c.val_loader, val_evaluator=val_evaluator)
     if is_main_process():  # [dist] summary.json, CSVs and plots come from rank 0 alone
         _attach_outputs(run)
     attach_default_handlers(run, resume)

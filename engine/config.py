@@ -16,7 +16,12 @@ class Config:
     # data
     dataset: str = "cifar10"
     data_dir: str | None = None          # None: $ERA_S10_DATA or ~/.cache/era_s10 (cifar10)
-    subset: int | None = None            # first N train images and N//5 test images
+    subset: int | None = None            # a class-stratified sample of N train and N//5 test images
+    val_split: float = 0.0               # share of the training images held out for validation (stratified)
+    data_seed: int = 0                   # draws the --subset sample and the --val-split (not --seed's business)
+    resize: bool = False                 # folder: resize images that are not 32x32 (else refused)
+    cache_dir: str | None = None         # folder: decoded-image cache; None: $ERA_S10_CACHE or ~/.cache/era_s10
+    cache: bool = True                   # folder: read/write the decoded-image cache
     workers: int = 2
     augment: str = "auto"                # auto (gpu on CUDA, else cpu) | gpu | cpu
     # model
@@ -75,6 +80,9 @@ class Config:
             bad("--epochs", f"{self.epochs} must be at least 1")
         if self.subset is not None and self.subset < 5:
             bad("--subset", f"{self.subset} must be at least 5 (it keeps N train and N//5 test images)")
+        if not 0 <= self.val_split < 1:
+            bad("--val-split", f"{self.val_split} is a share of the training images: give a value in [0, 1), "
+                               f"e.g. 0.1")
         if self.workers < 0:
             bad("--workers", f"{self.workers} must be 0 or more")
         if self.width < 1:

@@ -4,7 +4,7 @@ OUTPUT/checkpoints/checkpoint_<iteration>.pt: the last K training checkpoints, e
 a resumed run needs (model, optimizer, One Cycle scheduler, trainer state, metric history, LR record,
 RNG states, LRMIN/LRMAX and the run's settings, the checkpointers' own file lists).
 OUTPUT/checkpoints/best_model_<epoch>_test_accuracy=<acc>.pt: the model's state_dict alone, at its best
-test accuracy. The recipe trains in fp32 (bf16 autocast, if used, needs no GradScaler), so there is no
+test accuracy (best_model_<epoch>_val_accuracy=<acc>.pt, chosen on validation, with --val-split). The recipe trains in fp32 (bf16 autocast, if used, needs no GradScaler), so there is no
 AMP scaler; a run that has one as `run.scaler` gets it saved and restored too.
 """
 from __future__ import annotations
@@ -33,7 +33,9 @@ CHECKPOINT_DIR = "checkpoints"
 PARTIAL_SUFFIX = ".partial"  # checkpoints being written go to OUTPUT/.checkpoints.partial/, then move in
 TRAINING_FILE = re.compile(r"^checkpoint_(\d+)\.pt$")
 # Settings that fix the One Cycle schedule and the data order: a resume must use the saved ones.
-SCHEDULE_SETTINGS = ("dataset", "subset", "epochs", "batch_size", "peak_epoch", "seed")
+SCHEDULE_SETTINGS = ("dataset", "subset", "val_split", "data_seed", "epochs", "batch_size", "peak_epoch", "seed")
+# What a checkpoint saved before a setting existed ran with (its value then).
+SETTINGS_BEFORE_THEY_EXISTED = {"val_split": 0.0, "data_seed": 0}
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "trainer", "run_state")
 
 
@@ -147,6 +149,7 @@ def load_checkpoint_file(path: Path) -> dict:
 
 def _check_resumable(point: ResumePoint, config) -> None:
     saved = point.state["run_state"]["config"]
+    saved = {**SETTINGS_BEFORE_THEY_EXISTED, **saved}
     differ = [k for k in SCHEDULE_SETTINGS if saved.get(k) != getattr(config, k)]
     if differ:
         def flags(values):
@@ -255,9 +258,11 @@ def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True
         return training_objects(run, None)
     folder = run.output_dir / CHECKPOINT_DIR
     saver = SafeDiskSaver(folder, create_dir=True, require_empty=False)
+    # Chosen on validation accuracy when the run holds a validation split: choosing on test would tune on it.
+    chooser = run.selection_evaluator
     best = Checkpoint({"model": run.model}, saver, filename_prefix="best",
-                      score_function=lambda _: float(run.evaluator.state.metrics["accuracy"]),
-                      score_name="test_accuracy", n_saved=1,
+                      score_function=lambda _: float(chooser.state.metrics["accuracy"]),
+                      score_name="val_accuracy" if run.val_evaluator is not None else "test_accuracy", n_saved=1,
                       global_step_transform=global_step_from_engine(run.trainer, Events.EPOCH_COMPLETED))
     objects = training_objects(run, best)
     latest = Checkpoint(objects, saver, n_saved=keep, include_self=True,

@@ -6,13 +6,22 @@ import time
 from ignite.engine import Engine, Events
 
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
+VAL_FIELDS = ("val_loss", "val_accuracy")  # in the rows of a run with a validation split
+
+
+def history_fields(rows: list[dict]) -> tuple[str, ...]:
+    """The columns of `rows`: HISTORY_FIELDS, with the validation ones before `seconds` when present."""
+    if rows and "val_accuracy" in rows[0]:
+        return HISTORY_FIELDS[:-1] + VAL_FIELDS + HISTORY_FIELDS[-1:]
+    return HISTORY_FIELDS
 
 
 class MetricHistory:
     """Rows of HISTORY_FIELDS, one per epoch, read from the engines' metrics once per epoch.
 
     Attach after the train metrics and the per-epoch evaluation, so both are ready when it records.
-    `lr` is the LR of the epoch's last iteration; `seconds` covers training and the test pass.
+    `lr` is the LR of the epoch's last iteration; `seconds` covers training and the evaluation passes.
+    With a validation evaluator, rows also hold `val_loss` and `val_accuracy`.
     """
 
     def __init__(self, optimizer):
@@ -20,25 +29,29 @@ class MetricHistory:
         self.rows: list[dict] = []
         self._started = 0.0
 
-    def attach(self, trainer: Engine, evaluator: Engine) -> "MetricHistory":
+    def attach(self, trainer: Engine, evaluator: Engine, val_evaluator: Engine | None = None) -> "MetricHistory":
         trainer.add_event_handler(Events.EPOCH_STARTED, self._start)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluator)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluator, val_evaluator)
         return self
 
     def _start(self, engine: Engine) -> None:
         self._started = time.perf_counter()
 
-    def _record(self, trainer: Engine, evaluator: Engine) -> None:
+    def _record(self, trainer: Engine, evaluator: Engine, val_evaluator: Engine | None) -> None:
         train, test = trainer.state.metrics, evaluator.state.metrics
-        self.rows.append({
+        row = {
             "epoch": trainer.state.epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": float(train["train_loss"]),
             "train_accuracy": float(train["train_accuracy"]),
             "test_loss": float(test["loss"]),
             "test_accuracy": float(test["accuracy"]),
-            "seconds": time.perf_counter() - self._started,
-        })
+        }
+        if val_evaluator is not None:
+            row.update(val_loss=float(val_evaluator.state.metrics["loss"]),
+                       val_accuracy=float(val_evaluator.state.metrics["accuracy"]))
+        row["seconds"] = time.perf_counter() - self._started
+        self.rows.append(row)
 
     def state_dict(self) -> dict:
         return {"rows": [dict(r) for r in self.rows]}

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from handlers.history import HISTORY_FIELDS
+from handlers.history import HISTORY_FIELDS, history_fields
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -30,6 +30,15 @@ def target_report(rows: list[dict], target: float, target_epoch: int) -> dict:
     return {"first_epoch_at_target": first, "target_held_from_target_epoch": held}
 
 
+def val_report(rows: list[dict]) -> dict:
+    """final/best validation accuracy and the epoch of the best (the one a tuner should read), if any."""
+    if not rows or "val_accuracy" not in rows[0]:
+        return {}
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    return {"final_val_accuracy": rows[-1]["val_accuracy"], "best_val_accuracy": best["val_accuracy"],
+            "best_val_epoch": best["epoch"]}
+
+
 def build_summary(*, config: dict, rows: list[dict], lr_min: float, lr_max: float, params: int,
                   device: str, train_seconds: float, completed: bool, extra: dict | None = None) -> dict:
     accuracies = [r["test_accuracy"] for r in rows]
@@ -39,6 +48,7 @@ def build_summary(*, config: dict, rows: list[dict], lr_min: float, lr_max: floa
         "device": device, "target": config["target"], "target_epoch": config["target_epoch"],
         "final_test_accuracy": accuracies[-1] if accuracies else None,
         "best_test_accuracy": max(accuracies) if accuracies else None,
+        **val_report(rows),
         **target_report(rows, config["target"], config["target_epoch"]),
         "train_seconds": train_seconds,
         "epochs_completed": len(rows),
@@ -60,17 +70,21 @@ def rows_to_csv(rows: list[dict], fields=HISTORY_FIELDS) -> str:
 
 def write_run_files(output_dir: Path, summary: dict, lrs: list[float]) -> None:
     write_atomic(output_dir / "summary.json", json.dumps(summary, indent=2))
-    write_atomic(output_dir / "history.csv", rows_to_csv(summary["history"]))
+    write_atomic(output_dir / "history.csv", rows_to_csv(summary["history"], history_fields(summary["history"])))
     write_atomic(output_dir / "lr_schedule.csv",
                  rows_to_csv([{"iteration": i, "lr": lr} for i, lr in enumerate(lrs)], ("iteration", "lr")))
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'epoch':>5} {'lr':>10} {'train loss':>10} {'train acc':>9} {'test loss':>9} {'test acc':>8} {'sec':>7}"
+    val = bool(rows) and "val_accuracy" in rows[0]
+    head = (f"{'epoch':>5} {'lr':>10} {'train loss':>10} {'train acc':>9} "
+            + (f"{'val loss':>8} {'val acc':>7} " if val else "")
+            + f"{'test loss':>9} {'test acc':>8} {'sec':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['epoch']:>5} {r['lr']:>10.3e} {r['train_loss']:>10.4f} {r['train_accuracy']:>9.2%} "
-                     f"{r['test_loss']:>9.4f} {r['test_accuracy']:>8.2%} {r['seconds']:>7.1f}")
+                     + (f"{r['val_loss']:>8.4f} {r['val_accuracy']:>7.2%} " if val else "")
+                     + f"{r['test_loss']:>9.4f} {r['test_accuracy']:>8.2%} {r['seconds']:>7.1f}")
     return "\n".join(lines)
 
 

@@ -58,11 +58,12 @@ def one_cycle_figure(lrs, lr_max: float):
 def curves_figure(rows):
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    ax_loss.plot(epochs, [r["test_loss"] for r in rows], "o-", label="test")
+    splits = [("train", "train"), ("val", "validation"), ("test", "test")]
+    for key, label in splits:
+        if rows and f"{key}_loss" in rows[0]:  # val_* only with --val-split
+            ax_loss.plot(epochs, [r[f"{key}_loss"] for r in rows], "o-", label=label)
+            ax_acc.plot(epochs, [r[f"{key}_accuracy"] for r in rows], "o-", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, [r["train_accuracy"] for r in rows], "o-", label="train")
-    ax_acc.plot(epochs, [r["test_accuracy"] for r in rows], "o-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.legend()

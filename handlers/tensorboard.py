@@ -1,7 +1,7 @@
 """TensorBoard logs through ignite's TensorboardLogger (which writes with tensorboardX) in OUTPUT/tensorboard.
 
 Scalars: train/loss_iter and train/lr at every iteration (step = iteration); train/loss, train/accuracy,
-test/loss, test/accuracy every epoch (step = epoch). Figures: lr_finder/range_test, lr/one_cycle.
+test/loss, test/accuracy (and val/loss, val/accuracy with --val-split) every epoch (step = epoch). Figures: lr_finder/range_test, lr/one_cycle.
 The confusion and misclassified handlers add per-class accuracy and their images to the same logger.
 hparams (in OUTPUT/tensorboard/hparams) hold the settings with the final metrics.
 """
@@ -67,9 +67,10 @@ class TensorBoardWriter:
     def _epoch_completed(self, trainer: Engine) -> None:
         self._flush_iterations()
         row = self.run.history.rows[-1]
-        for split in ("train", "test"):
+        for split in ("train", "val", "test"):
             for metric in ("loss", "accuracy"):
-                self.writer.add_scalar(f"{split}/{metric}", row[f"{split}_{metric}"], row["epoch"])
+                if f"{split}_{metric}" in row:  # val_* only with --val-split
+                    self.writer.add_scalar(f"{split}/{metric}", row[f"{split}_{metric}"], row["epoch"])
         self.writer.flush()
 
     def _completed(self, trainer: Engine) -> None:
@@ -79,10 +80,12 @@ class TensorBoardWriter:
         rows = self.run.history.rows
         if rows:
             final, best = rows[-1], max(r["test_accuracy"] for r in rows)
-            self.writer.add_hparams(hparams(self.run), {
-                "hparam/final_test_accuracy": final["test_accuracy"], "hparam/best_test_accuracy": best,
-                "hparam/final_test_loss": final["test_loss"], "hparam/epochs_completed": len(rows)},
-                name="hparams")
+            metrics = {"hparam/final_test_accuracy": final["test_accuracy"], "hparam/best_test_accuracy": best,
+                       "hparam/final_test_loss": final["test_loss"], "hparam/epochs_completed": len(rows)}
+            if "val_accuracy" in final:
+                metrics.update({"hparam/final_val_accuracy": final["val_accuracy"],
+                                "hparam/best_val_accuracy": max(r["val_accuracy"] for r in rows)})
+            self.writer.add_hparams(hparams(self.run), metrics, name="hparams")
         self.writer.flush()
 
     def close(self, _=None) -> None:
@@ -94,7 +97,7 @@ class TensorBoardWriter:
 
 def hparams(run) -> dict:
     """The settings TensorBoard's HPARAMS tab can show: numbers, strings and booleans (None as "None")."""
-    keep = ("dataset", "subset", "width", "epochs", "batch_size", "weight_decay", "peak_epoch", "seed")
+    keep = ("dataset", "subset", "val_split", "width", "epochs", "batch_size", "weight_decay", "peak_epoch", "seed")
     values = {k: run.config.to_dict()[k] for k in keep}
     values.update(lr_min=run.lr_min, lr_max=run.lr_max, device=str(run.device))
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in values.items()}
