@@ -88,6 +88,9 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--lr-find-start", type=float, default=d.lr_find_start, help="range test start LR")
     g.add_argument("--lr-find-end", type=float, default=d.lr_find_end, help="range test end LR")
     g.add_argument("--lr-find-iters", type=int, default=d.lr_find_iters, help="range test iterations")
+    g.add_argument("--lr-rule", choices=["steepest", "valley", "minimum"], default=d.lr_rule,
+                   help="which reading of the range-test curve sets LRMAX: steepest fall, fastai's valley, or "
+                        "the minimum's LR / 10 (all three are shown in plots/lr_finder.png and lr_finder.json)")
     g.add_argument("--width", type=int, default=d.width,
                    help="base channel count; 64 is the assignment's network (smaller only for quick tests)")
     g = p.add_argument_group("run")
@@ -143,7 +146,9 @@ def lr_find_only(config: Config) -> None:
         prepare_output_dir(config, output_dir)
     result = find_lr(components, output_dir)  # [dist] on every rank
     if is_main_process():
-        print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g}  (plot: {output_dir / 'plots' / 'lr_finder.png'})")
+        readings = "  ".join(f"{name} {'-' if lr is None else f'{lr:.3g}'}" for name, lr in result.suggestions.items())
+        print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g} ({result.rule})  "
+              f"(plot: {output_dir / 'plots' / 'lr_finder.png'})\nreadings of the curve: {readings}")
 
 
 def train(config: Config) -> None:

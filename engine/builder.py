@@ -150,10 +150,10 @@ def find_lr(c: Components, output_dir: Path) -> RangeTest:
     """
     cfg = c.config
     result = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device,
-                            cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters, c.speed)
+                            cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters, c.speed, rule=cfg.lr_rule)
     if is_main_process():
         save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.lrs, result.losses,
-                            result.lr_min, result.lr_max)
+                            result.lr_min, result.lr_max, result.suggestions, result.rule)
         write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
     return result
 
@@ -234,6 +234,8 @@ class Run:
         # summed over ranks, the size of the whole test set when sharding is exact.
         extra = {"world_size": idist.get_world_size(), "backend": idist.backend(),
                  "test_examples": self.evaluator.state.metrics.get("examples"), **self.summary_extra}
+        if self.range_test is not None:  # (a resumed run ran none: its lr_finder.json has them)
+            extra.update(lr_rule=self.range_test.rule, lr_suggestions=self.range_test.suggestions)
         return build_summary(config=self.config.to_dict(), rows=self.history.rows, lr_min=self.lr_min,
                              lr_max=self.lr_max, params=self.params, device=str(self.device),
                              train_seconds=self.train_seconds, completed=completed, extra=extra)

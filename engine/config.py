@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.lr_rules import LRMAX_RULES
 
 # The recipe puts the One Cycle peak at epoch 5 of 24; other lengths keep the same fraction.
 PEAK_FRACTION = 5 / 24
@@ -37,6 +38,7 @@ class Config:
     lr_find_start: float = 1e-7
     lr_find_end: float = 10.0
     lr_find_iters: int = 100
+    lr_rule: str = "steepest"            # which reading of the range test sets LRMAX (engine/lr_rules.py)
     # run
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda
@@ -99,6 +101,8 @@ class Config:
             bad("--lr-find-start", f"{self.lr_find_start} must be below --lr-find-end {self.lr_find_end}")
         if self.lr_find_iters < 3:
             bad("--lr-find-iters", f"{self.lr_find_iters} must be at least 3")
+        if self.lr_rule not in LRMAX_RULES:
+            bad("--lr-rule", f"unknown rule {self.lr_rule!r}: choose {', '.join(LRMAX_RULES)}")
         if self.device not in ("auto", "cpu", "cuda"):
             bad("--device", f"unknown device {self.device!r}: choose auto, cpu or cuda")
         if self.augment not in ("auto", "gpu", "cpu"):

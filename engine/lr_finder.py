@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 import ignite.distributed as idist
 from ignite.handlers import FastaiLRFinder
 
+from engine.lr_rules import LRMAX_RULES, finite_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
 
 log = logging.getLogger(__name__)
 
-# LRMIN: the first LR at which the smoothed loss has fallen by this share of its total fall.
-FALL_SHARE = 0.05
 # Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up but not a near-zero start.
 MIN_RATIO, MAX_RATIO = 2.0, 100.0
 # Used when the curve has no usable shape (never falls, or diverges at once).
@@ -26,16 +25,19 @@ class RangeTest:
     losses: list[float]          # smoothed, as FastaiLRFinder reports them
     lr_min: float
     lr_max: float
-    suggestion: float | None     # FastaiLRFinder's steepest-gradient LR, None if it had none
+    suggestion: float | None     # FastaiLRFinder's own steepest-gradient LR, None if it had none
     warnings: list[str] = field(default_factory=list)
+    rule: str = "steepest"       # which reading of the curve set LRMAX
+    suggestions: dict[str, float | None] = field(default_factory=dict)  # every rule's reading (engine/lr_rules.py)
 
     def to_dict(self) -> dict:
         return {"lr": self.lrs, "loss": self.losses, "lr_min": self.lr_min, "lr_max": self.lr_max,
-                "suggestion": self.suggestion, "warnings": self.warnings}
+                "rule": self.rule, "suggestions": self.suggestions, "suggestion": self.suggestion,
+                "warnings": self.warnings}
 
 
 def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
-                   num_iter: int, speed: StepSpeed = StepSpeed()) -> RangeTest:
+                   num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = "steepest") -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
     The finder restores the model and optimizer states when it exits.
@@ -66,40 +68,36 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # FastaiLRFinder stops early once the loss exceeds 5x its best (a NaN loss never does): a full-length,
     # finite curve never diverged.
     diverged = len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr, diverged=diverged)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, start_lr, end_lr, diverged=diverged, rule=rule)
     for w in warnings:
         log.warning(w)
-    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings)
+    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings, rule, suggestions(lrs, losses))
 
 
-def choose_lr_bounds(lrs, losses, suggestion, start_lr, end_lr, diverged: bool | None = None):
-    """LRMAX = the steepest-fall LR; LRMIN = where the loss starts to fall; returns (lr_min, lr_max, warnings).
+def choose_lr_bounds(lrs, losses, start_lr, end_lr, diverged: bool | None = None, rule: str = "steepest"):
+    """LRMAX = the `rule` reading of the curve; LRMIN = where the loss starts to fall; (lr_min, lr_max, warnings).
 
-    LRMIN is the first LR at which the smoothed loss is FALL_SHARE of the way from its first value
-    down to its minimum, then clipped so that LRMAX / LRMIN lies in [MIN_RATIO, MAX_RATIO].
-    Fallbacks, each with a warning: no suggestion (the curve never fell, or diverged at once) ->
-    LRMAX = geometric middle of the tested range; no start of fall -> LRMIN = LRMAX / FALLBACK_DIV.
-    `diverged=False` (the loss never blew up before end_lr) only adds a warning: the rule still applies
-    within the tested range, but the best LRMAX may lie above it.
+    Rules are in engine/lr_rules.py. LRMIN (fall_start) is then clipped so that LRMAX / LRMIN lies in
+    [MIN_RATIO, MAX_RATIO]. Fallbacks, each with a warning: no reading by the rule (the curve never
+    fell, or diverged at once) -> LRMAX = geometric middle of the tested range; no start of fall
+    below LRMAX -> LRMIN = LRMAX / FALLBACK_DIV. `diverged=False` (the loss never blew up before
+    end_lr) only adds a warning: the rule still applies within the tested range, but the best LRMAX
+    may lie above it.
     """
+    if rule not in LRMAX_RULES:
+        raise ValueError(f"unknown LR rule {rule!r}: one of {', '.join(LRMAX_RULES)}")
     warnings = []
     if diverged is False:
         warnings.append(f"the LR range test never diverged up to --lr-find-end {end_lr:g}: LRMAX may lie above "
                         f"the tested range; raise --lr-find-end, or pass --lr-min/--lr-max")
-    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
-    if suggestion is None or not math.isfinite(suggestion):
+    readings = suggestions(lrs, losses)
+    lr_max = readings[rule]
+    if lr_max is None:
         lr_max = math.sqrt(start_lr * end_lr)
-        warnings.append(f"the LR range test found no steepest fall ({len(finite)} usable points); using "
+        usable = len(finite_curve(lrs, losses)[0])
+        warnings.append(f"the LR range test found no {rule} point ({usable} usable points); using "
                         f"LRMAX = {lr_max:.3g}, the middle of [{start_lr:g}, {end_lr:g}]: pass --lr-max to choose")
-    else:
-        lr_max = suggestion
-    lr_min = None
-    if finite:
-        first = finite[0][1]
-        lowest = min(loss for _, loss in finite)
-        if lowest < first:
-            threshold = first - FALL_SHARE * (first - lowest)
-            lr_min = next(lr for lr, loss in finite if loss <= threshold)
+    lr_min = readings["fall_start"]
     if lr_min is None or lr_min >= lr_max:
         lr_min = lr_max / FALLBACK_DIV
         warnings.append(f"the LR range test shows no start of the loss fall below LRMAX; using "

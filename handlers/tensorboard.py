@@ -40,7 +40,8 @@ class TensorBoardWriter:
         trainer.add_event_handler(Events.COMPLETED, self._completed)
         rt = self.run.range_test
         if rt is not None:
-            self.writer.add_figure("lr_finder/range_test", lr_finder_figure(rt.lrs, rt.losses, rt.lr_min, rt.lr_max))
+            self.writer.add_figure("lr_finder/range_test", lr_finder_figure(rt.lrs, rt.losses, rt.lr_min, rt.lr_max,
+                                                                            rt.suggestions, rt.rule))
         return self
 
     def _started(self, trainer: Engine) -> None:

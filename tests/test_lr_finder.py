@@ -79,7 +79,7 @@ def u_curve(n=100, start=1e-7, end=10.0):
 def test_bounds_from_a_u_shaped_curve():
     lrs, losses = u_curve()
     suggestion = lrs[int(np.argmin(np.gradient(losses)[: int(np.argmin(losses))]))]
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, suggestion, 1e-7, 10.0)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
     assert not warnings
     assert lr_max == suggestion
     assert lr_max / MAX_RATIO <= lr_min <= lr_max / MIN_RATIO
@@ -94,7 +94,7 @@ def test_bounds_fall_back_with_a_warning(shape):
     lrs = list(np.geomspace(1e-7, 10, 50))
     losses = {"flat": [2.3] * 50, "rising": list(np.linspace(2.3, 50, 50)),
               "nan": [2.3] + [math.nan] * 49}[shape]
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, None, 1e-7, 10.0)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
     assert warnings
     assert 0 < lr_min < lr_max
     assert lr_min == pytest.approx(lr_max / FALLBACK_DIV)

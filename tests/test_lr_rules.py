@@ -1,0 +1,118 @@
+"""Readings of a range-test curve (engine/lr_rules.py) on curves whose answers are known, and against
+the libraries' own suggestions on the same curve."""
+import math
+
+import numpy as np
+import pytest
+
+from engine.lr_finder import choose_lr_bounds
+from engine.lr_rules import fall_start, minimum, steepest, suggestions, valley
+
+LRS = list(np.geomspace(1e-6, 1.0, 100))
+
+
+def plateau_fall_rise():
+    """Flat at 3.0 for 20 points, a half-cosine fall to 1.0 over the next 60, then a rise: answers by hand."""
+    fall = [2 + math.cos(math.pi * k / 60) for k in range(1, 61)]
+    losses = [3.0] * 20 + fall + list(np.linspace(1.0, 4.0, 21)[1:])
+    return LRS, losses
+
+
+def test_known_answers_on_a_plateau_fall_rise_curve():
+    lrs, losses = plateau_fall_rise()
+    # minimum: point 79 (the end of the fall), over 10
+    assert minimum(lrs, losses) == pytest.approx(lrs[79] / 10)
+    # valley: the longest decreasing run is one plateau point + the 60 falling ones (61 points ending at
+    # 79, start = 79 - 61 = 18); half way along it: 18 + int(61/3) + int(61/6) = 48
+    assert valley(lrs, losses) == lrs[48]
+    # fall_start: 5% of the 2.0 fall is 2.9: 2 + cos(pi k/60) <= 2.9 first at k = 9, point 28
+    assert fall_start(lrs, losses) == lrs[28]
+    # steepest: the half-cosine falls fastest half way down, at k = 30: point 49
+    assert steepest(lrs, losses) == lrs[49]
+
+
+def test_steepest_finds_the_inflection_of_a_sigmoid_fall():
+    x = np.log10(LRS)
+    losses = 2.3 - 1.5 / (1 + np.exp(-(x + 3) * 4)) + np.where(x > -1, (x + 1) ** 2 * 6, 0)
+    assert steepest(LRS, losses) == pytest.approx(1e-3, rel=0.15)  # the sigmoid's centre, within a grid step
+
+
+@pytest.mark.parametrize("where", [60, 85])
+def test_a_nan_or_inf_ends_the_curve(where):
+    lrs, losses = plateau_fall_rise()
+    for bad in (math.nan, math.inf):
+        broken = losses[:where] + [bad] + losses[where + 1:]
+        assert suggestions(lrs, broken) == suggestions(lrs[:where], losses[:where])
+
+
+def test_no_reading_where_the_curve_never_falls():
+    rising = list(np.linspace(2.3, 9.0, 100))
+    assert suggestions(LRS, rising) == {"steepest": None, "valley": None, "minimum": None, "fall_start": None}
+    assert suggestions(LRS, [math.nan] * 100) == {"steepest": None, "valley": None, "minimum": None,
+                                                   "fall_start": None}
+
+
+def test_a_curve_that_never_diverges_still_has_readings():
+    falling = list(np.linspace(3.0, 1.0, 100))
+    r = suggestions(LRS, falling)
+    assert r["minimum"] == pytest.approx(LRS[-1] / 10)
+    # fall_start: 0.1 of the 2.0 fall, in steps of 2/99: the 5th step
+    assert r["valley"] == LRS[49] and r["fall_start"] == LRS[5]
+    lr_min, lr_max, warnings = choose_lr_bounds(LRS, falling, 1e-6, 1.0, diverged=False, rule="valley")
+    assert lr_max == LRS[49] and any("never diverged" in w for w in warnings)
+
+
+def test_steepest_is_ignites_suggestion():
+    from ignite.handlers import FastaiLRFinder
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = np.log10(LRS)
+        losses = list(2.3 - 1.5 / (1 + np.exp(-(x - rng.uniform(-5, -2)) * 3)) + (x > -0.5) * (x + 0.5) ** 2 * 8
+                      + rng.normal(0, 0.01, len(x)))
+        finder = FastaiLRFinder()
+        finder._history = {"lr": LRS, "loss": losses}
+        assert steepest(LRS, losses) == finder.lr_suggestion()
+
+
+def test_steepest_agrees_with_torch_lr_finder_on_a_u_curve():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from torch_lr_finder import LRFinder
+
+    x = np.log10(LRS)
+    losses = list(2.3 - 1.5 / (1 + np.exp(-(x + 3.5) * 3)) + (x > -1) * (x + 1) ** 2 * 3)
+    model = torch.nn.Linear(2, 2)
+    finder = LRFinder(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.MSELoss(), device="cpu")
+    finder.history = {"lr": LRS, "loss": losses}
+    fig, ax = plt.subplots()
+    _, theirs = finder.plot(skip_start=0, skip_end=0, suggest_lr=True, ax=ax)
+    plt.close(fig)
+    # torch-lr-finder's np.gradient over the whole curve; ours over the falling part: one grid step apart at most
+    assert 1 / 1.2 <= steepest(LRS, losses) / theirs <= 1.2
+
+
+def test_valley_matches_fastais_reading_of_the_same_curve():
+    """fastai's `valley` written out as its documentation describes it (longest valley, 1/3 + 1/6 along)."""
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        losses = list(np.cumsum(rng.normal(-0.01, 0.05, 100)) + 3)
+        n, lds, max_start, max_end = len(losses), [1] * len(losses), 0, 0
+        for i in range(1, n):
+            for j in range(i):
+                if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                    lds[i] = lds[j] + 1
+                if lds[max_end] < lds[i]:
+                    max_end, max_start = i, i - lds[i]
+        sections = (max_end - max(max_start, 0)) / 3
+        assert valley(LRS, losses) == LRS[max(max_start, 0) + int(sections) + int(sections / 2)]
+
+
+@pytest.mark.parametrize("rule", ["steepest", "valley", "minimum"])
+def test_every_rule_gives_ordered_bounds(rule):
+    lrs, losses = plateau_fall_rise()
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-6, 1.0, rule=rule)
+    assert lr_max == suggestions(lrs, losses)[rule] and lr_max / 100 <= lr_min <= lr_max / 2 and not warnings
