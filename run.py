@@ -15,9 +15,9 @@ import traceback
 from dataclasses import fields
 
 from engine.config import Config
-from engine.errors import UserError
+from core.errors import UserError
 
-# The exit status of a UserError, also of a spawned process that stopped on one (engine.distributed).
+# The exit status of a UserError, also of a spawned process that stopped on one (core.distributed).
 USER_ERROR_EXIT = 2
 SIGINT_EXIT = 130  # the shell's code for a process ended by Ctrl-C (handlers.interrupt uses it too)
 
@@ -28,7 +28,7 @@ def report_user_error(error: UserError, debug: bool = False) -> int:
     Under several processes only rank 0 prints (they all hit the same). RunInterrupted (Ctrl-C,
     checkpoint saved) has its own label and exit code 130.
     """
-    from engine.distributed import launch_rank
+    from core.distributed import launch_rank
 
     if launch_rank() == 0:
         if debug:
@@ -135,8 +135,8 @@ def parse_args(argv=None) -> Config:
 
 
 def lr_find_only(config: Config) -> None:
-    from engine.builder import build_components, find_lr
-    from engine.distributed import is_main_process
+    from training.builder import build_components, find_lr
+    from core.distributed import is_main_process
     from handlers.run_dir import check_output_dir, prepare_output_dir
 
     check_output_dir(config, config.resolved_output_dir())
@@ -154,8 +154,8 @@ def lr_find_only(config: Config) -> None:
 def train(config: Config) -> None:
     import ignite.distributed as idist
 
-    from engine.builder import build_run
-    from engine.distributed import is_main_process
+    from training.builder import build_run
+    from core.distributed import is_main_process
     from handlers.custom import load_handler
     from handlers.outputs import format_table, verdict
 
@@ -175,7 +175,7 @@ def train(config: Config) -> None:
 
 
 def configure_logging(debug: bool = False) -> None:
-    from engine.distributed import launch_rank
+    from core.distributed import launch_rank
 
     # [dist] ranks other than 0 report only warnings, so a log line appears once
     level = logging.INFO if launch_rank() == 0 else logging.WARNING
@@ -223,8 +223,8 @@ def main(argv=None) -> int:
         import ignite.distributed as idist
         from torch.multiprocessing import ProcessExitedException
 
-        from engine.builder import resolve_device
-        from engine.distributed import plan_launch
+        from training.builder import resolve_device
+        from core.distributed import plan_launch
 
         config.validate()
         plan = plan_launch(resolve_device(config.device), config.nproc_per_node, config.batch_size)

@@ -14,7 +14,7 @@ import numpy as np
 from data.folder import read_image_folder
 from data.sampling import stratified_indices, stratified_split
 from data.stats import channel_stats
-from engine.errors import UserError
+from core.errors import UserError
 
 DATASETS = ("cifar10", "folder", "fake")
 IMAGE_SIZE = 32

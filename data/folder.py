@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Ignite Engines: train step, evaluator, LR range test, One Cycle schedule, and the run builder.
-
-Kept import-free so `engine.errors` can be imported from `data` without a cycle.
+"""Ignite Engines: the train step, the evaluator, the LR range test and its readings, the One Cycle schedule,
+and the run's Config. Imports only `core`, `data` and `models` (the handlers and the composition root,
+`training`, sit above it).
 """

@@ -5,7 +5,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.errors import UserError
+from core.errors import UserError
 from engine.lr_rules import LRMAX_RULES
 
 # The recipe puts the One Cycle peak at epoch 5 of 24; other lengths keep the same fraction.

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ignite.engine import Engine, Events
 from ignite.handlers import PiecewiseLinear
 
-from engine.errors import UserError
+from core.errors import UserError
 
 
 def one_cycle_milestones(lr_min: float, lr_max: float, iters_per_epoch: int, epochs: int,

@@ -28,7 +28,7 @@ if __name__ == "__main__":
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-    from engine.builder import build_run
+    from training.builder import build_run
     from engine.config import Config
 
     # A quick CPU run on generated data; Config() alone is the assignment's CIFAR-10 recipe.

@@ -25,7 +25,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 
-from engine.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 

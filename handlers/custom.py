@@ -1,6 +1,6 @@
 """Custom handlers from the command line: `--handler package.module:function` (or path/to/file.py:function).
 
-The function is called as `function(run)` with the built `engine.builder.Run`, after the default
+The function is called as `function(run)` with the built `training.builder.Run`, after the default
 handlers are attached (and a resume loaded) and before training; it attaches what it wants to
 `run.trainer` / `run.evaluator`. The range test has already run on its own throwaway engine by then,
 so a custom handler never fires during it.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import UserError
+from core.errors import UserError
 
 EXAMPLE = "examples.early_stopping:attach"
 

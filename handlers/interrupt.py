@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from ignite.engine import Engine, Events
 
-from engine.errors import UserError
+from core.errors import UserError
 from handlers.checkpoint import refuse_non_finite_weights
 
 SIGINT_EXIT_CODE = 130  # the shell's code for a process ended by SIGINT (128 + 2)

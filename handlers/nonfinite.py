@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from ignite.engine import Engine, Events
 
-from engine.errors import UserError
+from core.errors import UserError
 
 
 class NonFiniteLossCheck:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from engine.errors import UserError
+from core.errors import UserError
 from handlers.checkpoint import CHECKPOINT_DIR, PARTIAL_SUFFIX, training_checkpoints
 
 # Everything a run writes into --output-dir: what --overwrite replaces. Other files are left alone.

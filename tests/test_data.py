@@ -5,7 +5,7 @@ from PIL import Image
 
 from data.datasets import load_dataset
 from data.stats import channel_stats
-from engine.errors import UserError
+from core.errors import UserError
 
 
 def test_channel_stats_match_numpy():

@@ -16,8 +16,8 @@ from torch import nn
 from data.datasets import load_dataset
 from data.loaders import UnpaddedShardSampler, cpu_loaders
 from engine.config import Config
-from engine.distributed import check_batch_split, free_port, plan_launch, unwrap
-from engine.errors import UserError
+from core.distributed import check_batch_split, free_port, plan_launch, unwrap
+from core.errors import UserError
 from engine.trainer import create_evaluator
 from models import CustomResNet
 
@@ -101,7 +101,7 @@ def test_lr_find_only_with_two_processes(tmp_path):
 
 def _train_two_ranks(local_rank: int, config: Config, out: str) -> None:
     """One rank of a 2-process run through the builder; rank 0 saves what the test compares."""
-    from engine.builder import build_run
+    from training.builder import build_run
 
     torch.set_num_threads(1)
     run_ = build_run(config)

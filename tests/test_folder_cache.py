@@ -7,7 +7,7 @@ from PIL import Image
 
 import data.folder as folder
 from data.datasets import load_dataset
-from engine.errors import UserError
+from core.errors import UserError
 
 
 def write_folder(root, n=6, size=32):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from engine.errors import UserError
+from core.errors import UserError
 from handlers.nonfinite import NonFiniteLossCheck
 
 

@@ -3,7 +3,7 @@ import csv
 
 import pytest
 
-from engine.errors import UserError
+from core.errors import UserError
 from engine.schedule import one_cycle_milestones
 from tests.conftest import QUICK, read_summary, run_cli
 

@@ -23,9 +23,9 @@ from data.datasets import ImageData, load_dataset
 from data.gpu_loader import GpuTestLoader, gpu_loaders
 from data.loaders import cpu_eval_loader, cpu_loaders
 from engine.config import Config
-from engine.distributed import (broadcast_buffers_from_rank0, broadcast_floats, check_batch_split,
+from core.distributed import (broadcast_buffers_from_rank0, broadcast_floats, check_batch_split,
                                 is_main_process, unwrap)
-from engine.errors import UserError
+from core.errors import UserError
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.schedule import attach_one_cycle, one_cycle_milestones
 from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, create_trainer

@@ -15,7 +15,7 @@ import ignite.distributed as idist
 import torch
 from torch import nn
 
-from engine.errors import UserError
+from core.errors import UserError
 
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
