@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from dataclasses import fields
+from pathlib import Path
 
 from engine.config import Config
 from core.errors import UserError
@@ -174,6 +175,36 @@ def train(config: Config) -> None:
         print(verdict(summary))
 
 
+def report_if_complete(config: Config) -> bool:
+    """With --resume on a run that already trained every epoch: print its result and return True.
+
+    Nothing is built, loaded beyond the checkpoint, or written. Under torchrun every process checks
+    (they agree) and rank 0 prints.
+    """
+    from core.distributed import launch_rank
+    from handlers.outputs import build_summary, verdict
+    from handlers.resume import finish_complete_run, finished_run
+
+    point = finished_run(config)
+    if point is None:
+        return False
+    run_folder = point.path.parent.parent  # OUTPUT/checkpoints/checkpoint_N.pt
+    tidied = []
+    if launch_rank() == 0 and (config.output_dir is None or Path(config.output_dir).resolve() == run_folder.resolve()):
+        tidied = finish_complete_run(point, run_folder)
+    if launch_rank() == 0:
+        rows = point.state["history"]["rows"]
+        saved = point.state["run_state"]
+        summary = build_summary(config=saved["config"], rows=rows, lr_min=saved["lr_min"], lr_max=saved["lr_max"],
+                                params=0, device="", train_seconds=saved["train_seconds"], completed=True)
+        print(f"already complete: {point.path} is the end of the run (all {len(rows)} epochs trained); "
+              f"final test accuracy {summary['final_test_accuracy']:.2%}, best {summary['best_test_accuracy']:.2%}; "
+              f"{verdict(summary)}. " + ("Nothing to do: no file was changed." if not tidied else
+                                          "Nothing to train; the folder was tidied (see the warnings above)."),
+              flush=True)
+    return True
+
+
 def configure_logging(debug: bool = False) -> None:
     from core.distributed import launch_rank
 
@@ -227,6 +258,8 @@ def main(argv=None) -> int:
         from core.distributed import plan_launch
 
         config.validate()
+        if config.resume is not None and report_if_complete(config):
+            return 0  # a restart loop's last call: the run had finished; nothing was changed
         plan = plan_launch(resolve_device(config.device), config.nproc_per_node, config.batch_size)
         config.resolved_output_dir()  # the launcher fixes a default timestamped directory for all processes
         spawn = plan.nproc_per_node is not None

@@ -1,22 +1,19 @@
-"""Checkpoints (ignite Checkpoint + DiskSaver, atomic writes) and resuming from them.
+"""Saving checkpoints (ignite Checkpoint + a kill-safe DiskSaver); finding and loading one to resume is handlers/resume.py.
 
 OUTPUT/checkpoints/checkpoint_<iteration>.pt: the last K training checkpoints, each holding everything
 a resumed run needs (model, optimizer, One Cycle scheduler, trainer state, metric history, LR record,
 RNG states, LRMIN/LRMAX and the run's settings, the checkpointers' own file lists).
 OUTPUT/checkpoints/best_model_<epoch>_test_accuracy=<acc>.pt: the model's state_dict alone, at its best
-test accuracy (best_model_<epoch>_val_accuracy=<acc>.pt, chosen on validation, with --val-split). The recipe trains in fp32 (bf16 autocast, if used, needs no GradScaler), so there is no
-AMP scaler; a run that has one as `run.scaler` gets it saved and restored too.
+test accuracy (best_model_<epoch>_val_accuracy=<acc>.pt, chosen on validation, with --val-split). The
+recipe trains in fp32 (bf16 autocast, if used, needs no GradScaler), so there is no AMP scaler; a run
+that has one as `run.scaler` gets it saved and restored too.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import pickle
 import random
 import re
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +29,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 PARTIAL_SUFFIX = ".partial"  # checkpoints being written go to OUTPUT/.checkpoints.partial/, then move in
 TRAINING_FILE = re.compile(r"^checkpoint_(\d+)\.pt$")
-# Settings that fix the One Cycle schedule and the data order: a resume must use the saved ones.
-SCHEDULE_SETTINGS = ("dataset", "subset", "val_split", "data_seed", "epochs", "batch_size", "peak_epoch", "seed")
-# What a checkpoint saved before a setting existed ran with (its value then).
-SETTINGS_BEFORE_THEY_EXISTED = {"val_split": 0.0, "data_seed": 0}
-REQUIRED_KEYS = ("model", "optimizer", "scheduler", "trainer", "run_state")
 
 
 class RNGStates:
@@ -75,98 +67,11 @@ class RunState:
         self.run.train_seconds = float(state["train_seconds"])
 
 
-@dataclass
-class ResumePoint:
-    """A loaded training checkpoint: read LRMIN/LRMAX from it before building, load the rest after."""
-    path: Path
-    state: dict
-
-    @property
-    def lr_min(self) -> float:
-        return float(self.state["run_state"]["lr_min"])
-
-    @property
-    def lr_max(self) -> float:
-        return float(self.state["run_state"]["lr_max"])
-
-    @property
-    def iteration(self) -> int:
-        return int(self.state["trainer"]["iteration"])
-
-
 def training_checkpoints(output_dir: Path) -> list[Path]:
     """Training checkpoints in OUTPUT/checkpoints, oldest first by trainer iteration (not file time)."""
     folder = Path(output_dir) / CHECKPOINT_DIR
     found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_*.pt") if (m := TRAINING_FILE.match(p.name))]
     return [p for _, p in sorted(found)]
-
-
-def find_resume_point(config, output_dir: Path) -> ResumePoint | None:
-    """The checkpoint --resume names (None for a new run); refuses to start a new run over old checkpoints."""
-    existing = training_checkpoints(output_dir)
-    if config.resume is None:
-        if existing and not getattr(config, "overwrite", False):
-            raise UserError(f"{output_dir / CHECKPOINT_DIR} already holds checkpoints of an earlier run: "
-                            f"pass --resume auto to continue it, --overwrite to replace it, or choose a new "
-                            f"--output-dir")
-        return None
-    if config.resume == "auto":
-        if not existing:
-            log.info("--resume auto: no checkpoint in %s yet; starting a new run", output_dir / CHECKPOINT_DIR)
-            return None
-        path = existing[-1]
-    else:
-        path = Path(config.resume)
-    point = ResumePoint(path, load_checkpoint_file(path))
-    _check_resumable(point, config)
-    return point
-
-
-def load_checkpoint_file(path: Path) -> dict:
-    """torch.load(weights_only=True) onto the CPU (load_state_dict moves tensors to the model's device)."""
-    def damaged(e: BaseException) -> UserError:
-        return UserError(f"cannot read checkpoint {path} ({_first_line(e)}): the file is damaged or not a "
-                         f"torch checkpoint; pass another --resume file, or delete it to use the previous one")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
-            raise damaged(e) from None
-        # weights_only=True met a Python global it does not allow, and stopped before calling anything.
-        unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))
-        raise UserError(f"refused to load {path}: it holds Python objects that could run code when loaded "
-                        f"({unsafe.group(1) if unsafe else 'not tensors or plain values'}), which no checkpoint "
-                        f"of this trainer does; nothing in it was run: resume only from checkpoints this "
-                        f"trainer wrote") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise damaged(e) from None
-    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise UserError(f"{path} is not a training checkpoint of this trainer (no {', '.join(missing)}): "
-                        f"resume from OUTPUT/{CHECKPOINT_DIR}/checkpoint_<iteration>.pt, not a best_model file")
-    return state
-
-
-def _check_resumable(point: ResumePoint, config) -> None:
-    saved = point.state["run_state"]["config"]
-    saved = {**SETTINGS_BEFORE_THEY_EXISTED, **saved}
-    differ = [k for k in SCHEDULE_SETTINGS if saved.get(k) != getattr(config, k)]
-    if differ:
-        def flags(values):
-            return " ".join(f"--{k.replace('_', '-')} {values[k]}" for k in differ)
-        raise UserError(f"{point.path} was saved by a run with {flags(saved)}; this run has "
-                        f"{flags(config.to_dict())}: pass the same flags to resume, or use a new --output-dir")
-    trainer = point.state["trainer"]
-    if trainer["iteration"] >= trainer["epoch_length"] * config.epochs:
-        raise UserError(f"{point.path} is from the end of the run (all {config.epochs} epochs done): nothing "
-                        f"to resume; start a new run with another --output-dir")
-
-
-def _first_line(e: BaseException) -> str:
-    text = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    # load_state_dict's first line is only a header ("Error(s) in loading ..."); the cause is on the next.
-    first = " ".join(text[:2]) if len(text) > 1 and text[0].endswith(":") else (text[0] if text else "")
-    return f"{type(e).__name__}: {first[:200]}".strip()
 
 
 def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
@@ -196,6 +101,7 @@ class SafeDiskSaver(DiskSaver):
         if self.partial_dir.is_dir():  # left by a killed run: never complete, never loaded
             for leftover in self.partial_dir.iterdir():
                 leftover.unlink()
+                log.warning("removed %s: a checkpoint a stopped run had not finished writing", leftover)
 
     def _save_func(self, checkpoint, path: Path, func) -> None:
         path = Path(path)
@@ -280,51 +186,3 @@ def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True
     return {**objects, "checkpointer": latest}
 
 
-def load_resume_point(objects: dict[str, Any], point: ResumePoint, folder: Path) -> None:
-    """Load every object a checkpoint has state for; a different model is a one-line error.
-
-    The checkpointers' file lists keep only files present in `folder`: resumed into a new --output-dir,
-    they would otherwise try to delete the old run's files there.
-    """
-    state = dict(point.state)
-    for key in ("checkpointer", "best_checkpointer"):
-        if key in state:
-            state[key] = {"_saved": [item for item in state[key]["_saved"] if (Path(folder) / item[1]).is_file()]}
-    to_load = {k: v for k, v in objects.items() if k in state}
-    try:
-        Checkpoint.load_objects(to_load, state)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise UserError(f"{point.path} does not fit this run ({_first_line(e)}): it is a checkpoint of "
-                        f"another model; resume with the flags it was saved with (e.g. --width), or use a new "
-                        f"--output-dir") from None
-    log.info("resumed from %s at iteration %d", point.path, point.iteration)
-
-
-class SkipFirstBatches:
-    """The train loader, except that its next iterator starts `skip` batches into the epoch.
-
-    Resumed mid-epoch, ignite runs only the epoch's remaining iterations but takes them from the
-    start of the data; skipping the batches already trained on gives the batches a straight run sees
-    (they are still loaded, which keeps the augmentation RNG streams in step).
-    """
-
-    def __init__(self, loader, skip: int):
-        self.loader, self.skip = loader, skip
-
-    def __iter__(self):
-        iterator = iter(self.loader)
-        skip, self.skip = self.skip, 0
-        return itertools.islice(iterator, skip, None) if skip else iterator
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str):
-        return getattr(self.loader, name)
-
-
-def align_train_loader(run, point: ResumePoint) -> None:
-    """After a mid-epoch resume, make run.fit() continue with the batches after the checkpoint's."""
-    done_in_epoch = point.iteration % len(run.train_loader)
-    if done_in_epoch:
-        run.train_loader = SkipFirstBatches(run.train_loader, done_in_epoch)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import ignite.distributed as idist
 
-from handlers.checkpoint import (CHECKPOINT_DIR, ResumePoint, align_train_loader, attach_checkpoints,
-                                 load_resume_point)
+from handlers.checkpoint import CHECKPOINT_DIR, attach_checkpoints
 from handlers.confusion import ConfusionTracker
 from handlers.interrupt import attach_interrupt_checkpoint
 from handlers.misclassified import MisclassifiedDump
+from handlers.resume import ResumePoint, align_train_loader, load_resume_point
 from handlers.tensorboard import TensorBoardWriter
 
 

@@ -45,3 +45,20 @@ def explode_lr_in_epoch_2(run) -> None:
                 group["lr"] = float("inf")
 
     run.trainer.add_event_handler(Events.ITERATION_STARTED, explode)
+
+
+def die_before_deleting_a_checkpoint(run) -> None:
+    """Kill the process (exit 9, no cleanup) the first time a training checkpoint is to be deleted: right
+    after a new one has been renamed into place, before SafeDiskSaver's deferred delete of the oldest."""
+    import os
+
+    from ignite.handlers import DiskSaver
+
+    remove = DiskSaver.remove
+
+    def die_instead(self, filename):
+        if filename.startswith("checkpoint_"):
+            os._exit(9)
+        remove(self, filename)  # the best model's own replacement goes on as usual
+
+    DiskSaver.remove = die_instead

@@ -48,7 +48,6 @@ def finished_run(tmp_path_factory) -> Path:
 BAD_COMMANDS = [
     ([], "already holds a finished run: pass --overwrite"),
     (["--lr-find-only"], "already holds a finished run"),
-    (["--resume", "auto"], "nothing to resume"),
     (["--overwrite", "--resume", "auto"], "pass only one"),
     (["--overwrite", "--epochs", "0"], "--epochs"),
     (["--overwrite", "--lr-min", "1", "--lr-max", "0.1"], "--lr-min"),
@@ -64,6 +63,18 @@ def test_bad_command_leaves_the_finished_run_untouched(finished_run, capsys, arg
     before = snapshot(finished_run)
     assert train(finished_run, "--epochs", "1", *LR, *args) == 2
     assert expected in error_line(capsys)
+    assert snapshot(finished_run) == before
+
+
+@pytest.mark.parametrize("how", ["auto", "path"])
+def test_a_restart_of_a_finished_run_reports_it_and_exits_0_changing_nothing(finished_run, capsys, how):
+    """The restart loop of a preemptible machine ("rerun with --resume auto until it exits 0") ends here."""
+    before = snapshot(finished_run)
+    last = training_checkpoints(finished_run)[-1]
+    assert train(finished_run, "--epochs", "1", *LR, "--resume", "auto" if how == "auto" else last) == 0
+    out = capsys.readouterr().out
+    summary = read_summary(finished_run)
+    assert "already complete" in out and f"{summary['final_test_accuracy']:.2%}" in out
     assert snapshot(finished_run) == before
 
 

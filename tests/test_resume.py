@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from handlers.checkpoint import training_checkpoints
-from tests.conftest import ITERS_PER_EPOCH, LR, read_summary, train
+from tests.conftest import FAST, ITERS_PER_EPOCH, LR, read_summary, run_cli, train
+
+
 
 STOP = ("--handler", "tests.handlers_for_tests:stop_after_first_epoch")
 
@@ -138,11 +140,49 @@ def test_corrupt_checkpoint_is_one_line(stopped_run, tmp_path, capsys):
     assert str(damaged) in line and "damaged" in line
 
 
-def test_resume_of_a_finished_run_is_refused(straight_run, capsys):
+def test_resume_of_a_finished_run_says_so_and_succeeds(straight_run, capsys):
     before = (straight_run / "summary.json").read_text()
-    assert train(straight_run, "--epochs", "3", "--resume", "auto") == 2
-    assert "nothing to resume" in one_error_line(capsys)
+    assert train(straight_run, "--epochs", "3", "--resume", "auto") == 0
+    assert "already complete" in capsys.readouterr().out
     assert (straight_run / "summary.json").read_text() == before
+
+
+def test_a_kill_between_saving_and_deleting_leaves_an_extra_that_the_next_start_removes(tmp_path):
+    """Killed right after a new checkpoint is renamed into place and before the oldest is deleted."""
+    out = tmp_path / "out"
+    flags = [*FAST, "--output-dir", out, "--epochs", 4, *LR]
+    killed = run_cli(*flags, "--handler", "tests.handlers_for_tests:die_before_deleting_a_checkpoint")
+    assert killed.returncode == 9, killed.stderr
+    names = sorted(p.name for p in training_checkpoints(out))
+    # keep 2: the 3rd epoch-end save put checkpoint_12 in place; checkpoint_4 should have gone
+    assert names == ["checkpoint_12.pt", "checkpoint_4.pt", "checkpoint_8.pt"]
+    partial = out / ".checkpoints.partial"
+    partial.mkdir(exist_ok=True)
+    (partial / "checkpoint_16.pt").write_bytes(b"half a file")  # and one a kill left half written
+    resumed = run_cli(*flags, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "removed" in resumed.stderr and "checkpoint_4.pt" in resumed.stderr and "checkpoint_16.pt" in resumed.stderr
+    assert sorted(p.name for p in training_checkpoints(out)) == ["checkpoint_12.pt", "checkpoint_16.pt"]
+    assert not (partial / "checkpoint_16.pt").exists() and read_summary(out)["completed"] is True
+
+
+def test_a_kill_during_the_last_save_is_finished_by_the_next_start(tmp_path):
+    out = tmp_path / "out"
+    flags = [*FAST, "--output-dir", out, "--epochs", 3, *LR]
+    assert run_cli(*flags, "--handler", "tests.handlers_for_tests:die_before_deleting_a_checkpoint").returncode == 9
+    assert read_summary(out)["completed"] is False and len(training_checkpoints(out)) == 3
+    again = run_cli(*flags, "--resume", "auto")
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
+    assert "checkpoint_4.pt" in again.stderr and "completed" in again.stderr
+    s = read_summary(out)
+    assert s["completed"] is True and s["epochs_completed"] == 3 and "confusion_matrix" in s
+    assert [p.name for p in training_checkpoints(out)] == ["checkpoint_8.pt", "checkpoint_12.pt"]
+    assert (out / "plots" / "curves.png").is_file()
+    # and a third start changes nothing at all
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    third = run_cli(*flags, "--resume", "auto")
+    assert third.returncode == 0 and "no file was changed" in third.stdout
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_gpu_data_path_resumes_like_a_straight_run(tmp_path):

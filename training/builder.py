@@ -29,7 +29,7 @@ from core.errors import UserError
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.schedule import attach_one_cycle, one_cycle_milestones
 from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, create_trainer
-from handlers.checkpoint import find_resume_point
+from handlers.resume import find_resume_point
 from handlers.defaults import attach_default_handlers
 from handlers.history import LRRecorder, MetricHistory
 from handlers.interrupt import stop_on_sigint
