@@ -49,9 +49,16 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None) -> Config:
+    """Flags -> Config. With --config FILE.yaml the file's settings replace the defaults, and flags given
+    on the command line override the file. UserError for a bad file."""
+    from engine.config import config_file_values
+
     d = Config()
     p = OneLineParser(description="Train the ERA S10 custom ResNet on CIFAR-10 (defaults = the assignment).",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", metavar="FILE.yaml",
+                   help="read settings from a YAML file (keys = the long flags, e.g. batch_size: 512); flags "
+                        "on the command line override it. Every run writes its settings to OUTPUT/config.yaml")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["cifar10", "folder", "fake"], default=d.dataset,
                    help="cifar10 (downloads if missing), folder (DIR/train and DIR/test, one subfolder per "
@@ -131,6 +138,9 @@ def parse_args(argv=None) -> Config:
                         "plots/, summary.json, history.csv, lr_schedule.csv and lr_finder.json are deleted once "
                         "every input check has passed, just before the new run writes")
     g.add_argument("--debug", action="store_true", help="print the traceback of an error too")
+    pre, _ = p.parse_known_args(argv)
+    if pre.config is not None:
+        p.set_defaults(**config_file_values(pre.config))
     args = p.parse_args(argv)
     return Config(**{f.name: getattr(args, f.name) for f in fields(Config)})
 
@@ -248,7 +258,10 @@ def run_spawned_process(local_rank: int, config: Config) -> None:
 
 
 def main(argv=None) -> int:
-    config = parse_args(argv)
+    try:
+        config = parse_args(argv)
+    except UserError as e:  # a bad --config file
+        return report_user_error(e, debug="--debug" in (sys.argv[1:] if argv is None else argv))
     configure_logging(config.debug)
     try:
         import ignite.distributed as idist

@@ -1,7 +1,10 @@
 """One dataclass carries every setting from the CLI to the builders; defaults are the assignment."""
 from __future__ import annotations
 
+import difflib
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -134,3 +137,74 @@ class Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Settings of one invocation rather than of the recipe: not written to config.yaml, so that
+# `python run.py --config runs/X/config.yaml` repeats the run in a new folder.
+PER_INVOCATION = ("output_dir", "resume", "overwrite", "debug")
+
+
+def config_file_values(path: str | Path) -> dict:
+    """The settings a YAML file gives, keyed by Config field, type-checked; UserError names a bad key or value.
+
+    Keys are Config's fields, with '-' or '_' (`batch-size` or `batch_size`); range checks are
+    left to Config.validate(), as for flags.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"--config {path}: cannot read it ({e.strerror or e}): give a YAML file") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"--config {path}: not valid YAML{at} ({getattr(e, 'problem', None) or e}): "
+                        f"fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: holds a {type(data).__name__}, not a mapping of settings: write one "
+                        f"`name: value` per line, e.g. `epochs: 24`")
+    hints = typing.get_type_hints(Config)
+    values = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in hints:
+            close = difflib.get_close_matches(name, hints, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"--config {path}: unknown setting {key!r}: {hint}settings are the long flags of "
+                            f"python run.py --help, e.g. batch_size")
+        values[name] = _checked(path, key, value, hints[name])
+    return values
+
+
+def _checked(path: Path, key, value, hint):
+    """`value` if it has the type `hint` (int, float, bool, str, list[str], or X | None); ints pass as floats."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+        if typing.get_origin(kind) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    wanted = " or ".join("null" if k is type(None) else getattr(k, "__name__", str(k)) for k in allowed)
+    raise UserError(f"--config {path}: {key} is {value!r} ({type(value).__name__}); it must be {wanted}: "
+                    f"fix the value")
+
+
+def config_yaml(config: Config, header: str = "") -> str:
+    """The resolved settings as YAML (the per-invocation ones left out), readable back by --config."""
+    import yaml
+
+    values = {k: v for k, v in config.to_dict().items() if k not in PER_INVOCATION}
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + yaml.safe_dump(values, sort_keys=False, default_flow_style=False)

@@ -10,14 +10,17 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from core.errors import UserError
+from engine.config import config_yaml
+from handlers.outputs import write_atomic
 from handlers.checkpoint import CHECKPOINT_DIR, PARTIAL_SUFFIX, training_checkpoints
 
 # Everything a run writes into --output-dir: what --overwrite replaces. Other files are left alone.
-RUN_OUTPUTS = (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}{PARTIAL_SUFFIX}", "tensorboard", "misclassified", "plots", "summary.json", "history.csv",
-               "lr_schedule.csv", "lr_finder.json")
+RUN_OUTPUTS = (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}{PARTIAL_SUFFIX}", "tensorboard", "misclassified", "plots",
+               "summary.json", "history.csv", "lr_schedule.csv", "lr_finder.json", "config.yaml")
 
 
 def earlier_run(output_dir: Path) -> str | None:
@@ -56,7 +59,8 @@ def check_output_dir(config, output_dir: Path) -> None:
 
 
 def prepare_output_dir(config, output_dir: Path) -> None:
-    """Create `output_dir` and prove it writable; with --overwrite, then remove the earlier run's outputs."""
+    """Create `output_dir` and prove it writable; with --overwrite, remove the earlier run's outputs; then
+    write the run's resolved settings to config.yaml (`python run.py --config` repeats the run)."""
     output_dir = Path(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +75,9 @@ def prepare_output_dir(config, output_dir: Path) -> None:
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 os.remove(path)
+    header = (f"Settings of the run in {output_dir}, written {time.strftime('%Y-%m-%d %H:%M:%S')}.\n"
+              f"Repeat it (in a new folder): python run.py --config {output_dir / 'config.yaml'}")
+    write_atomic(output_dir / "config.yaml", config_yaml(config, header))
 
 
 def _cannot_write(output_dir: Path, e: OSError) -> UserError:
