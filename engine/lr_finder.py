@@ -95,7 +95,8 @@ def choose_lr_bounds(lrs, losses, start_lr, end_lr, diverged: bool | None = None
     if lr_max is None:
         lr_max = math.sqrt(start_lr * end_lr)
         usable = len(finite_curve(lrs, losses)[0])
-        warnings.append(f"the LR range test found no {rule} point ({usable} usable points); using "
+        what = {"steepest": "steepest fall", "valley": "valley", "minimum": "minimum below the start"}[rule]
+        warnings.append(f"the LR range test found no {what} ({usable} usable points); using "
                         f"LRMAX = {lr_max:.3g}, the middle of [{start_lr:g}, {end_lr:g}]: pass --lr-max to choose")
     lr_min = readings["fall_start"]
     if lr_min is None or lr_min >= lr_max:
