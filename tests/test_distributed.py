@@ -192,3 +192,33 @@ def test_two_process_resume_matches_a_straight_two_process_run(tmp_path):
     assert len(indices) == round((1 - final) * (SUBSET // 5))
     assert len(set(indices)) == len(indices) and all(0 <= i < SUBSET // 5 for i in indices)
     assert {i % 2 for i in indices} == {0, 1}  # rank 1's images (odd indices) are listed too
+
+
+def test_two_nodes_simulated_on_this_machine_match_one_node_with_two_processes(tmp_path):
+    """Two torchrun launches (--nnodes 2, node rank 0 and 1, one process each) meeting on 127.0.0.1: the
+    README's cluster commands, with the same global batch as a one-node, two-process run."""
+    one_node, two_nodes = tmp_path / "one_node", tmp_path / "two_nodes"
+    args = [*FAST, *GIVEN_LRS, "--epochs", str(EPOCHS)]
+    assert (r := launch("torchrun", [*args, "--output-dir", str(one_node)])).returncode == 0, r.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    # One thread per process, as torchrun sets for the one-node run (it does so only when a node runs
+    # several processes): another thread count sums convolutions in another order, and the last bits differ.
+    env["OMP_NUM_THREADS"] = "1"
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}", "run.py",
+                               *args, "--output-dir", str(two_nodes)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    try:
+        results = [(node.wait(timeout=TIMEOUT), *node.communicate()) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    for code, stdout, stderr in results:
+        assert code == 0, stderr[-3000:]
+    assert "LRMIN" in results[0][1] and "LRMIN" not in results[1][1]  # the node of rank 0 prints
+    summary = json.loads((two_nodes / "summary.json").read_text())
+    assert (summary["world_size"], summary["completed"], summary["test_examples"]) == (2, True, SUBSET // 5)
+    for a, b in zip(history_without_seconds(two_nodes), history_without_seconds(one_node), strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9)
+    assert (two_nodes / "lr_schedule.csv").read_text() == (one_node / "lr_schedule.csv").read_text()
