@@ -3,7 +3,8 @@
 OUTPUT/checkpoints/checkpoint_<iteration>.pt: the last K training checkpoints, each holding everything
 a resumed run needs (model, optimizer, One Cycle scheduler, trainer state, metric history, LR record,
 RNG states, LRMIN/LRMAX and the run's settings, the checkpointers' own file lists).
-OUTPUT/checkpoints/best_model_<epoch>_test_accuracy=<acc>.pt: the model's state_dict alone, at its best
+OUTPUT/checkpoints/best_model_<epoch>_test_accuracy=<acc>.pt: the model's state_dict and what inference needs
+(class names, mean/std, width, ...: handlers/model_file.py, read by models.load_trained), at its best
 test accuracy (best_model_<epoch>_val_accuracy=<acc>.pt, chosen on validation, with --val-split). The
 recipe trains in fp32 (bf16 autocast, if used, needs no GradScaler), so there is no AMP scaler; a run
 that has one as `run.scaler` gets it saved and restored too.
@@ -23,6 +24,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 
 from core.errors import UserError
+from handlers.model_file import BestModelMeta
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,10 @@ def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True
     saver = SafeDiskSaver(folder, create_dir=True, require_empty=False)
     # Chosen on validation accuracy when the run holds a validation split: choosing on test would tune on it.
     chooser = run.selection_evaluator
-    best = Checkpoint({"model": run.model}, saver, filename_prefix="best",
+    # Two objects, one file {"model", "meta"}; the pattern keeps the name best_model_<epoch>_<metric>=<value>.pt
+    # (ignite would call a file of several objects best_checkpoint_...).
+    best = Checkpoint({"model": run.model, "meta": BestModelMeta(run)}, saver, filename_prefix="best",
+                      filename_pattern="{filename_prefix}_model_{global_step}_{score_name}={score}.{ext}",
                       score_function=lambda _: float(chooser.state.metrics["accuracy"]),
                       score_name="val_accuracy" if run.val_evaluator is not None else "test_accuracy", n_saved=1,
                       global_step_transform=global_step_from_engine(run.trainer, Events.EPOCH_COMPLETED))

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from data.datasets import load_dataset
 from data.loaders import cpu_eval_loader
 from engine.trainer import create_evaluator
-from models import CustomResNet
+from models import load_trained
 from tests.conftest import LR, read_summary, train
 
 EPOCHS = 3
@@ -48,8 +48,9 @@ def test_the_best_model_is_chosen_on_validation_and_scores_what_the_summary_says
     # The validation images are the 25% held out of the 256 training images, none of them trained on.
     data = load_dataset("fake", subset=256, seed=0, val_split=0.25)
     assert (len(data.train_y), len(data.val_y)) == (192, 64)
-    model = CustomResNet(num_classes=10, width=8)
-    model.load_state_dict(torch.load(saved[0], weights_only=True))
+    model, meta = load_trained(saved[0])
+    assert (meta["chosen_on"], meta["epoch"]) == ("val_accuracy", s["best_val_epoch"])
+    assert meta["score"] == pytest.approx(s["best_val_accuracy"])
     evaluator = create_evaluator(model, torch.nn.CrossEntropyLoss(), torch.device("cpu"))
     evaluator.run(cpu_eval_loader(data.val_x, data.val_y, data.mean, data.std, 64, 0))
     assert evaluator.state.metrics["accuracy"] == pytest.approx(s["best_val_accuracy"])
