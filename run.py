@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Train the ERA Session 10 ResNet on CIFAR-10 with the assignment's recipe: `python run.py`.
+After training: `python run.py predict MODEL.pt IMAGES...` and `python run.py export MODEL.pt --onnx OUT.onnx`.
 
 parse flags -> Config -> build the run (range test first) -> train -> table and verdict.
 Several processes: `python run.py --nproc-per-node N` or `torchrun --standalone --nproc_per_node=N run.py`
@@ -258,6 +259,10 @@ def run_spawned_process(local_rank: int, config: Config) -> None:
 
 
 def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if args and args[0] in ("predict", "export"):  # a trained model's uses (inference/cli.py); else training
+        from inference.cli import main as use_trained_model
+        return use_trained_model(args)
     try:
         config = parse_args(argv)
     except UserError as e:  # a bad --config file

@@ -1,6 +1,7 @@
 """Imports run one way, from the top down: run.py -> training -> handlers -> engine -> data, models -> core.
 
 A module may import its own package and the layers below it, never one above (README, Architecture).
+inference (predict, ONNX export) sits beside training: it uses a trained model file, never the training machinery.
 tests/, bench/ and examples/ sit outside the layers: they may use any of them.
 """
 import ast
@@ -17,7 +18,8 @@ ALLOWED = {
     "engine": {"core", "data", "models"},
     "handlers": {"core", "data", "models", "engine"},
     "training": {"core", "data", "models", "engine", "handlers"},
-    "run": {"core", "data", "models", "engine", "handlers", "training"},
+    "inference": {"core", "data", "models"},
+    "run": {"core", "data", "models", "engine", "handlers", "training", "inference"},
 }
 PROJECT = set(ALLOWED) | {"tests", "bench", "examples"}
 
