@@ -1,10 +1,12 @@
-"""The handlers every run gets: TensorBoard, confusion matrix, misclassified dump, checkpoints (and resume)."""
+"""The handlers every run gets: TensorBoard, confusion matrix, misclassified dump (and its Grad-CAM), checkpoints
+(and resume)."""
 from __future__ import annotations
 
 import ignite.distributed as idist
 
 from handlers.checkpoint import CHECKPOINT_DIR, attach_checkpoints
 from handlers.confusion import ConfusionTracker
+from handlers.gradcam import GradCamGrid
 from handlers.interrupt import attach_interrupt_checkpoint
 from handlers.misclassified import MisclassifiedDump
 from handlers.resume import ResumePoint, align_train_loader, load_resume_point
@@ -22,7 +24,8 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     if write:
         run.tensorboard = TensorBoardWriter(run).attach()
     ConfusionTracker(run, run.tensorboard).attach(write)
-    MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard, write).attach()
+    explain = GradCamGrid.if_available(run, run.tensorboard) if write else None  # [dist] rank 0, unwrapped model
+    MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard, write, explain).attach()
     objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
     if write:
         attach_interrupt_checkpoint(run, objects["checkpointer"])

@@ -36,7 +36,13 @@ def mosaic(images: np.ndarray, columns: int, scale: int, gap: int, title_height:
 
 def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[str], probability: list[float],
                          title: str, columns: int = 5, scale: int = 4):
-    """A grid of uint8 HWC images, each titled with true class, predicted class and its probability.
+    """A grid of uint8 HWC images, each titled with true class, predicted class and its probability."""
+    captions = [f"true: {t}\npred: {p} ({prob:.0%})" for t, p, prob in zip(true, predicted, probability)]
+    return captioned_figure(images, captions, title, columns, scale)
+
+
+def captioned_figure(images: np.ndarray, captions: list[str], title: str, columns: int = 5, scale: int = 4):
+    """A grid of uint8 HWC images, each with its caption above it (misclassified/*.png, gradcam_*.png).
 
     One axes holding one mosaic (not an axes per image): drawing stays cheap enough for every epoch.
     """
@@ -48,9 +54,9 @@ def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[st
     ax = fig.add_axes((0, 0, 1, sheet.shape[0] / (sheet.shape[0] + 40)))
     ax.imshow(sheet, interpolation="nearest")
     ax.axis("off")
-    for k, (t, p, prob) in enumerate(zip(true, predicted, probability)):
+    for k, caption in enumerate(captions):
         x, y = (k % columns) * cell_w + (cell_w - gap) / 2, (k // columns) * cell_h + title_height - 3
-        ax.text(x, y, f"true: {t}\npred: {p} ({prob:.0%})", ha="center", va="bottom", fontsize=7.5)
+        ax.text(x, y, caption, ha="center", va="bottom", fontsize=7.5)
     fig.suptitle(title if len(images) else f"{title}: no mistakes", fontsize=10, y=0.995, va="top")
     return fig
 
@@ -73,8 +79,11 @@ class MisclassifiedDump:
     collective), the shards are gathered into test-set order, and only the rank with `write` writes.
     """
 
-    def __init__(self, run, every: int, count: int, tb_logger=None, write: bool = True):
+    def __init__(self, run, every: int, count: int, tb_logger=None, write: bool = True, explain=None):
         self.run, self.every, self.count, self.tb_logger, self.write = run, every, count, tb_logger, write
+        # explain(indices, predicted, true, probability, epoch): called with the grid's images after it is
+        # written (handlers/gradcam.py), so extra views cost nothing on epochs without a dump.
+        self.explain = explain
         self._parts: list[tuple[torch.Tensor, ...]] | None = None
 
     def attach(self) -> "MisclassifiedDump":
@@ -125,6 +134,8 @@ class MisclassifiedDump:
         save_png(grid, folder / f"epoch_{epoch:02d}.png")
         if self.tb_logger is not None:
             self.tb_logger.writer.add_image("test/misclassified", grid, epoch, dataformats="HWC")
+        if self.explain is not None and len(worst):
+            self.explain(worst, predicted[worst], y[worst], probability[worst], epoch)
 
 
 def gather_strided_shards(local: torch.Tensor) -> torch.Tensor:

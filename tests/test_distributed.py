@@ -60,6 +60,9 @@ def test_two_processes_train_on_global_batches_and_test_on_the_whole_set(tmp_pat
     # every test image once, none twice: DistributedSampler's padding would count 52
     assert summary["test_examples"] == SUBSET // 5
     assert len(summary["history"]) == EPOCHS
+    from handlers.gradcam import gradcam_available
+    if gradcam_available():  # computed on rank 0 with the model out of its DDP wrapper
+        assert (out / "misclassified" / f"gradcam_epoch_{EPOCHS:02d}.png").is_file()
 
 
 def test_spawned_process_user_error_is_one_line_and_non_zero(tmp_path):

@@ -51,8 +51,10 @@ def test_per_class_accuracy_and_images(full_run):
     assert sorted(per_class) == sorted(f"test_per_class_accuracy/{c}" for c in present)
     assert all(steps(acc, tag) == [1, 2] for tag in per_class)
     images = {tag: len(acc.Images(tag)) for tag in acc.Tags()["images"]}
+    from handlers.gradcam import gradcam_available
+    gradcam = {"test/misclassified_gradcam": EPOCHS} if gradcam_available() else {}  # the explain extra
     assert images == {"lr_finder/range_test": 1, "lr/one_cycle": 1,
-                      "test/confusion_matrix": EPOCHS, "test/misclassified": EPOCHS}
+                      "test/confusion_matrix": EPOCHS, "test/misclassified": EPOCHS, **gradcam}
     grid = acc.Images("test/misclassified")[-1]
     assert grid.width > 300 and grid.height > 300
 
