@@ -7,6 +7,7 @@ import ignite.distributed as idist
 from handlers.checkpoint import CHECKPOINT_DIR, attach_checkpoints
 from handlers.confusion import ConfusionTracker
 from handlers.gradcam import GradCamGrid
+from handlers.interpret import Interpretation
 from handlers.interrupt import attach_interrupt_checkpoint
 from handlers.misclassified import MisclassifiedDump
 from handlers.resume import ResumePoint, align_train_loader, load_resume_point
@@ -23,7 +24,9 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     write = idist.get_rank() == 0
     if write:
         run.tensorboard = TensorBoardWriter(run).attach()
-    ConfusionTracker(run, run.tensorboard).attach(write)
+    tracker = ConfusionTracker(run, run.tensorboard).attach(write)
+    if write:  # most confused pairs, per-class precision/recall/F1, from the tracker's matrix
+        Interpretation(run, tracker, run.tensorboard).attach()
     explain = GradCamGrid.if_available(run, run.tensorboard) if write else None  # [dist] rank 0, unwrapped model
     MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard, write, explain).attach()
     objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
