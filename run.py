@@ -119,6 +119,9 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first epoch)")
     g.add_argument("--nan-check-every", type=int, default=d.nan_check_every, metavar="N",
                    help="stop on a NaN/inf loss, checked at each epoch end and, if N > 0, every N iterations")
+    g.add_argument("--tta", action="store_true",
+                   help="also report test_accuracy_tta: softmax averaged over each test image and its mirror "
+                        "(a metric of its own; the plain test accuracy and the model choice are unchanged)")
     g = p.add_argument_group("checkpoints, dumps and custom handlers")
     g.add_argument("--resume", default=d.resume, metavar="auto|PATH",
                    help="continue a run: 'auto' = the newest checkpoint in --output-dir, or a checkpoint file")

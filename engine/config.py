@@ -53,6 +53,8 @@ class Config:
     amp: bool | None = None              # bf16 autocast; None: on for CUDA (never on CPU)
     compile: bool = False                # torch.compile the model's forward
     nan_check_every: int = 0             # also check the loss every N iterations (0: once per epoch)
+    # evaluation
+    tta: bool = False                    # also report test_accuracy_tta (image and mirror, softmax averaged)
     # handlers (outputs beyond summary.json and the plots)
     resume: str | None = None            # None: new run; "auto": newest checkpoint in --output-dir; or a path
     checkpoint_every: int = 0            # also checkpoint every N iterations (0: epoch ends only)

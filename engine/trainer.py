@@ -81,8 +81,14 @@ def attach_train_metrics(trainer: Engine, loss_fn: Callable, device: torch.devic
 
 
 def create_evaluator(model: nn.Module, loss_fn: Callable, device: torch.device,
-                     speed: StepSpeed = StepSpeed()) -> Engine:
-    """An Engine that returns (logits, labels) per batch, with test `accuracy` and `loss` attached."""
+                     speed: StepSpeed = StepSpeed(), tta: bool = False) -> Engine:
+    """An Engine that returns (logits, labels) per batch, with test `accuracy` and `loss` attached.
+
+    tta: also `accuracy_tta`, the accuracy of the softmax averaged over each image and its left-right
+    mirror (the recipe trains with flips, so the mirror is an image the model knows). It is a metric
+    of its own: the output, `accuracy` and `loss` are those of the plain images, as without it. Off,
+    the step is exactly the plain one (no second forward pass).
+    """
     forward = speed.forward_of(model)
 
     @torch.no_grad()
@@ -91,13 +97,29 @@ def create_evaluator(model: nn.Module, loss_fn: Callable, device: torch.device,
         x, y = to_device(batch, device, speed.channels_last)
         with speed.autocast(device):
             logits = forward(x)
+            mirrored = forward(x.flip(3)) if tta else None  # dim 3 = width, in NCHW and channels_last alike
+        if tta:
+            engine.state.tta_output = ((logits.float().softmax(1) + mirrored.float().softmax(1)) / 2, y)
         return logits.float(), y
 
     evaluator = Engine(eval_step)
     Accuracy(device=device).attach(evaluator, "accuracy")
     Loss(loss_fn, device=device).attach(evaluator, "loss")
     ExampleCount().attach(evaluator, "examples")
+    if tta:
+        TTAAccuracy(device=device).attach(evaluator, "accuracy_tta")
     return evaluator
+
+
+class TTAAccuracy(Accuracy):
+    """Accuracy of the flip-averaged probabilities the TTA eval step leaves in engine.state.tta_output.
+
+    Read from the state, not the output, so the output stays (logits, labels) for every other
+    metric and handler. Accumulated on the device like Accuracy; all-reduced over ranks at compute().
+    """
+
+    def iteration_completed(self, engine: Engine) -> None:
+        self.update(engine.state.tta_output)
 
 
 class ExampleCount(Metric):

@@ -7,13 +7,14 @@ from ignite.engine import Engine, Events
 
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
 VAL_FIELDS = ("val_loss", "val_accuracy")  # in the rows of a run with a validation split
+TTA_FIELD = "test_accuracy_tta"  # in the rows of a run with --tta
 
 
 def history_fields(rows: list[dict]) -> tuple[str, ...]:
-    """The columns of `rows`: HISTORY_FIELDS, with the validation ones before `seconds` when present."""
-    if rows and "val_accuracy" in rows[0]:
-        return HISTORY_FIELDS[:-1] + VAL_FIELDS + HISTORY_FIELDS[-1:]
-    return HISTORY_FIELDS
+    """The columns of `rows`: HISTORY_FIELDS, with the validation and TTA ones before `seconds` when present."""
+    extra = (VAL_FIELDS if rows and "val_accuracy" in rows[0] else ()) + \
+        ((TTA_FIELD,) if any(TTA_FIELD in r for r in rows) else ())  # (a resume may have added --tta)
+    return HISTORY_FIELDS[:-1] + extra + HISTORY_FIELDS[-1:]
 
 
 class MetricHistory:
@@ -47,6 +48,8 @@ class MetricHistory:
             "test_loss": float(test["loss"]),
             "test_accuracy": float(test["accuracy"]),
         }
+        if "accuracy_tta" in test:  # --tta
+            row[TTA_FIELD] = float(test["accuracy_tta"])
         if val_evaluator is not None:
             row.update(val_loss=float(val_evaluator.state.metrics["loss"]),
                        val_accuracy=float(val_evaluator.state.metrics["accuracy"]))

@@ -39,6 +39,14 @@ def val_report(rows: list[dict]) -> dict:
             "best_val_epoch": best["epoch"]}
 
 
+def tta_report(rows: list[dict]) -> dict:
+    """final/best test accuracy with test-time augmentation (--tta), beside the plain ones; {} without it."""
+    if not rows or "test_accuracy_tta" not in rows[-1]:
+        return {}
+    return {"final_test_accuracy_tta": rows[-1]["test_accuracy_tta"],
+            "best_test_accuracy_tta": max(r["test_accuracy_tta"] for r in rows if "test_accuracy_tta" in r)}
+
+
 def build_summary(*, config: dict, rows: list[dict], lr_min: float, lr_max: float, params: int,
                   device: str, train_seconds: float, completed: bool, extra: dict | None = None) -> dict:
     accuracies = [r["test_accuracy"] for r in rows]
@@ -49,6 +57,7 @@ def build_summary(*, config: dict, rows: list[dict], lr_min: float, lr_max: floa
         "final_test_accuracy": accuracies[-1] if accuracies else None,
         "best_test_accuracy": max(accuracies) if accuracies else None,
         **val_report(rows),
+        **tta_report(rows),
         **target_report(rows, config["target"], config["target_epoch"]),
         "train_seconds": train_seconds,
         "epochs_completed": len(rows),
@@ -77,14 +86,17 @@ def write_run_files(output_dir: Path, summary: dict, lrs: list[float]) -> None:
 
 def format_table(rows: list[dict]) -> str:
     val = bool(rows) and "val_accuracy" in rows[0]
+    tta = any("test_accuracy_tta" in r for r in rows)
     head = (f"{'epoch':>5} {'lr':>10} {'train loss':>10} {'train acc':>9} "
             + (f"{'val loss':>8} {'val acc':>7} " if val else "")
-            + f"{'test loss':>9} {'test acc':>8} {'sec':>7}")
+            + f"{'test loss':>9} {'test acc':>8} " + (f"{'tta acc':>7} " if tta else "") + f"{'sec':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['epoch']:>5} {r['lr']:>10.3e} {r['train_loss']:>10.4f} {r['train_accuracy']:>9.2%} "
                      + (f"{r['val_loss']:>8.4f} {r['val_accuracy']:>7.2%} " if val else "")
-                     + f"{r['test_loss']:>9.4f} {r['test_accuracy']:>8.2%} {r['seconds']:>7.1f}")
+                     + f"{r['test_loss']:>9.4f} {r['test_accuracy']:>8.2%} "
+                     + (f"{r['test_accuracy_tta']:>7.2%} " if "test_accuracy_tta" in r else " " * 8 if tta else "")
+                     + f"{r['seconds']:>7.1f}")
     return "\n".join(lines)
 
 

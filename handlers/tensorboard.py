@@ -2,7 +2,8 @@
 
 Scalars: train/loss_iter and train/lr at every iteration (step = iteration); train/loss, train/accuracy,
 test/loss, test/accuracy (and val/loss, val/accuracy with --val-split) every epoch (step = epoch). Figures: lr_finder/range_test, lr/one_cycle.
-The confusion and misclassified handlers add per-class accuracy and their images to the same logger.
+The confusion and misclassified handlers add per-class accuracy and their images to the same logger
+(test/misclassified_gradcam with the explain extra; test/interpretation text; test/accuracy_tta with --tta).
 hparams (in OUTPUT/tensorboard/hparams) hold the settings with the final metrics.
 """
 from __future__ import annotations
@@ -72,6 +73,8 @@ class TensorBoardWriter:
             for metric in ("loss", "accuracy"):
                 if f"{split}_{metric}" in row:  # val_* only with --val-split
                     self.writer.add_scalar(f"{split}/{metric}", row[f"{split}_{metric}"], row["epoch"])
+        if "test_accuracy_tta" in row:  # --tta
+            self.writer.add_scalar("test/accuracy_tta", row["test_accuracy_tta"], row["epoch"])
         self.writer.flush()
 
     def _completed(self, trainer: Engine) -> None:

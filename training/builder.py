@@ -287,7 +287,7 @@ def build_run(config: Config) -> Run:
     # [dist] Each rank evaluates its own unpadded test shard with the plain model and rank 0's BatchNorm
     # buffers: no collective per batch (shards may differ by one batch), and the all-reduced metrics
     # are those of rank 0's model over the whole test set.
-    evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed)
+    evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed, tta=config.tta)
     evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(c.test_loader))
     val_evaluator = None
