@@ -10,6 +10,7 @@ from handlers.gradcam import GradCamGrid
 from handlers.interpret import Interpretation
 from handlers.interrupt import attach_interrupt_checkpoint
 from handlers.misclassified import MisclassifiedDump
+from handlers.model_summary import attach_model_summary
 from handlers.resume import ResumePoint, align_train_loader, load_resume_point
 from handlers.tensorboard import TensorBoardWriter
 
@@ -23,6 +24,7 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     cfg = run.config
     write = idist.get_rank() == 0
     if write:
+        attach_model_summary(run)  # torchinfo table, printed and in OUTPUT/model_summary.txt
         run.tensorboard = TensorBoardWriter(run).attach()
     tracker = ConfusionTracker(run, run.tensorboard).attach(write)
     if write:  # most confused pairs, per-class precision/recall/F1, from the tracker's matrix

@@ -60,6 +60,7 @@ def test_two_processes_train_on_global_batches_and_test_on_the_whole_set(tmp_pat
     # every test image once, none twice: DistributedSampler's padding would count 52
     assert summary["test_examples"] == SUBSET // 5
     assert len(summary["history"]) == EPOCHS
+    assert result.stdout.count("Total params:") == 1  # the model summary, printed by rank 0 alone
     from handlers.gradcam import gradcam_available
     if gradcam_available():  # computed on rank 0 with the model out of its DDP wrapper
         assert (out / "misclassified" / f"gradcam_epoch_{EPOCHS:02d}.png").is_file()
