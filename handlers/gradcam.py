@@ -36,7 +36,8 @@ def target_layer(model: nn.Module) -> nn.Module:
     Grad-CAM needs a map that is both about the classes and still spatial. layer3's output is the
     last such map: what follows (MaxPool 4 to 1x1, then the FC) has no layout left. It is 4x4 at a
     32x32 input (one cell per 8x8 pixels), coarse but class-specific; layer2 (8x8) is finer but its
-    features are less about the class, so its maps say less about the decision.
+    features are less about the class, so its maps say less about the decision (tests/test_gradcam.py's
+    quadrant task: 0.55 to 0.65 of the heat on the deciding quadrant at layer3, 0.28 to 0.49 at layer2).
     """
     return model.layer3
 
