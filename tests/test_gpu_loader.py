@@ -79,6 +79,34 @@ def test_rank_shards_are_disjoint_equal_and_augmented_as_in_one_process(n):
         train_loader(rank=3, world_size=3)
 
 
+def test_ranks_batches_of_a_share_of_the_global_batch_together_make_the_one_process_batch():
+    world, global_batch = 2, 32
+    whole = [y for _, y in train_loader(n=100, batch_size=global_batch)]
+    ranks = [list(train_loader(n=100, batch_size=global_batch // world, rank=r, world_size=world)) for r in range(world)]
+    assert [len(r) for r in ranks] == [len(whole)] * world  # the one-process number of steps
+    for i, one_process_batch in enumerate(whole):
+        together = torch.cat([ranks[r][i][1] for r in range(world)])
+        assert sorted(together.tolist()) == sorted(one_process_batch.tolist())
+
+
+def test_several_ranks_on_the_gpu_data_path_split_the_global_batch(monkeypatch):
+    import ignite.distributed as idist
+
+    from data.datasets import load_dataset
+    from engine.config import Config
+    from training.builder import build_loaders
+
+    data = load_dataset("fake", subset=100)
+    config = Config(dataset="fake", subset=100, batch_size=32, augment="gpu", device=TEST_DEVICE)
+    device, speed = torch.device(TEST_DEVICE), StepSpeed()
+    one_process, _, _ = build_loaders(config, data, device, speed)
+    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    train, test, _ = build_loaders(config, data, device, speed)
+    assert len(train) == len(one_process) == 4  # 100 images, global batch 32
+    assert [len(y) for _, y in train] == [16, 16, 16, 2] and test.batch_size == 16
+
+
 def test_test_loader_yields_every_image_in_order_normalised():
     x_u8, y = images(70, seed=5), np.arange(70) % 10
     loader = GpuTestLoader(x_u8, y, MEAN, STD, 32, torch.device(TEST_DEVICE))
