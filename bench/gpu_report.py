@@ -98,7 +98,7 @@ def resolve_archive(value: str | None, dry_run: bool, needed: bool) -> Path | No
     path = path / ARCHIVE_NAME if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"--archive {value}: no such file{f' (looked for {path})' if path != Path(value) else ''}")
-    return path
+    return path.resolve()  # the steps run with the checkout as their working folder
 
 
 def settings_from(args, steps: list[str]) -> Settings:

@@ -156,11 +156,12 @@ def plan(step: str, s: Settings, machine: dict | None, rows: dict) -> list[Run]:
                     note=reused(folder, pipeline, "default", [seed]),
                     read=lambda seed=seed: accuracy_runs(folder, pipeline, "default", [seed])[0]) for seed in seeds]
     elif step == "multigpu":
-        gpus = s.nproc if s.nproc is not None else (machine or {}).get("gpu_count")
+        # A dry run uses no GPU: one process unless --nproc asks for several (gloo, on CPU).
+        gpus = s.nproc if s.nproc is not None else 1 if s.dry_run else (machine or {}).get("gpu_count")
         if gpus is None:
             return [Run("multigpu", step, 0, skip="skipped: GPU count unknown (the env step failed)")]
         if gpus <= 1:
-            return [Run("multigpu", step, 0, skip="skipped: 1 GPU" if gpus == 1 else "skipped: no GPU (CPU)")]
+            return [Run("multigpu", step, 0, skip="skipped: 1 GPU")]
         tag, seed = f"gpus{gpus}", s.seeds[0]
         folder = w / "multigpu"
         runs = [Run("multigpu", step, budget("multigpu"),

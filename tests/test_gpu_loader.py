@@ -82,7 +82,8 @@ def test_rank_shards_are_disjoint_equal_and_augmented_as_in_one_process(n):
 def test_ranks_batches_of_a_share_of_the_global_batch_together_make_the_one_process_batch():
     world, global_batch = 2, 32
     whole = [y for _, y in train_loader(n=100, batch_size=global_batch)]
-    ranks = [list(train_loader(n=100, batch_size=global_batch // world, rank=r, world_size=world)) for r in range(world)]
+    ranks = [list(train_loader(n=100, batch_size=global_batch // world, rank=r, world_size=world))
+             for r in range(world)]
     assert [len(r) for r in ranks] == [len(whole)] * world  # the one-process number of steps
     for i, one_process_batch in enumerate(whole):
         together = torch.cat([ranks[r][i][1] for r in range(world)])

@@ -36,9 +36,9 @@ def test_dry_run_reports_every_step_and_carries_on_past_failures(tmp_path):
     assert hung["status"] == "timed out after 4 s" and not hung["ok"]
     assert "throughput.compile: hanging on purpose (--fail-step)" in hung["tail"]
     assert failed["status"] == "failed (exit 3)" and failed["tail"][-1] == "plain: a deliberate failure (--fail-step)"
-    # What ran after the hang and after the failure: the accuracy run, and the multigpu step (no GPU here).
+    # What ran after the hang and after the failure: the accuracy run, and the multigpu step (one process).
     assert len(rows["accuracy.seed0"]["result"]["test_accuracy"]) == 1  # one epoch
-    assert rows["multigpu"]["status"] == "skipped: no GPU (CPU)"
+    assert rows["multigpu"]["status"] == "skipped: 1 GPU"
     assert rows["tests"]["result"]["passed"] == 2 and rows["tests"]["result"]["device"] == "cpu"
     assert set(rows["throughput.eager"]["result"]["images_per_s"]) == {"a", "b", "c"}
     assert rows["data"]["result"]["train_images"] == 320
