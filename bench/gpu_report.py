@@ -51,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.environ.get("OUT"), help="report folder (default: $OUT)")
     p.add_argument("--archive", help=f"{ARCHIVE_NAME}, or the folder holding it (default: $ERA_S10_CIFAR_ARCHIVE, "
                                      f"../shared/data/, .cifar/)")
-    p.add_argument("--work", help="scratch folder: unpacked data, cache, run outputs (default: in the temp folder)")
+    p.add_argument("--work", help="scratch folder: unpacked data, cache, run outputs (default: "
+                                  "/tmp/era_s10_gpu_report, or ..._dry)")
     p.add_argument("--seeds", type=int, nargs="+", help="accuracy seeds (default: 0 1 2; dry run: 0)")
     p.add_argument("--nproc", type=int, help="processes of the multigpu step (default: every GPU)")
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers of the CPU data paths")
@@ -98,17 +99,18 @@ def resolve_archive(value: str | None, dry_run: bool, needed: bool) -> Path | No
     path = path / ARCHIVE_NAME if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"--archive {value}: no such file{f' (looked for {path})' if path != Path(value) else ''}")
-    return path.resolve()  # the steps run with the checkout as their working folder
+    return path.resolve()
 
 
 def settings_from(args, steps: list[str]) -> Settings:
-    work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / (
-        "era_s10_gpu_report" + ("_dry" if args.dry_run else ""))
+    # The steps run in the checkout: every path they get is absolute.
+    work = (Path(args.work) if args.work else Path(tempfile.gettempdir()) / (
+        "era_s10_gpu_report" + ("_dry" if args.dry_run else ""))).resolve()
     fail = {}
     for item in args.fail_step:
         name, _, how = item.partition(":")
-        if not known_run(name):
-            raise UserError(f"--fail-step {item}: unknown step {name}")
+        if not known_run(name) or how not in ("", "hang"):
+            raise UserError(f"--fail-step {item}: give a step name, or NAME:hang")
         fail[name] = how or "fail"
     archive = resolve_archive(args.archive, args.dry_run, needed="data" in steps)
     return Settings(dry_run=args.dry_run, work=work, archive=archive,
@@ -136,11 +138,21 @@ def budgets_from(items: list[str]) -> dict[str, float]:
     return out
 
 
+def read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} cannot be read as a report ({e}): give another --out") from None
+    if not isinstance(report, dict) or not {"steps", "invocations"} <= set(report):
+        raise UserError(f"{path} is not a report of bench/gpu_report.py: give another --out")
+    return report
+
+
 def load_report(out: Path, dry_run: bool) -> dict:
     path = out / "report.json"
     if not path.is_file():
         return {"tool": "bench/gpu_report.py", "dry_run": dry_run, "invocations": [], "steps": {}}
-    report = json.loads(path.read_text())
+    report = read_report(path)
     if report.get("dry_run") != dry_run:
         raise UserError(f"{out} holds a {'dry-run' if report.get('dry_run') else 'GPU'} report: give another --out "
                         f"(a dry run and a GPU run never share one)")
@@ -157,11 +169,13 @@ def save_report(out: Path, report: dict) -> None:
 
 def merge(folders: list[str], out: Path) -> dict:
     """Later folders' rows win; logs of the same name are concatenated."""
+    if (out / "report.json").exists():
+        raise UserError(f"--merge: {out} already holds a report: merge into a new --out folder")
     reports = []
     for folder in map(Path, folders):
         if not (folder / "report.json").is_file():
             raise UserError(f"--merge: no report.json in {folder}")
-        reports.append((folder, json.loads((folder / "report.json").read_text())))
+        reports.append((folder, read_report(folder / "report.json")))
     if len({r.get("dry_run") for _, r in reports}) > 1:
         raise UserError("--merge: dry-run and GPU reports do not mix")
     merged = {"tool": "bench/gpu_report.py", "dry_run": reports[0][1].get("dry_run"), "invocations": [], "steps": {}}

@@ -94,3 +94,14 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert gpu_report.main(["--out", str(tmp_path / "out"), "--dry-run", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_a_folder_that_holds_something_else_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{not json")
+    assert gpu_report.main(["--out", str(out), "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out / 'report.json'} cannot be read as a report")
+    fake_report(tmp_path / "part", {"env": "ok"})
+    assert gpu_report.main(["--merge", str(tmp_path / "part"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --merge: {out} already holds a report")
