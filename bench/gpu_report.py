@@ -205,6 +205,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the running step was stopped too (gpu_runner.execute)
+        print(f"interrupted: {args.out}/report.md holds the steps finished before Ctrl-C", file=sys.stderr)
+        return 130
 
 
 def run_steps(args, out: Path) -> int:

@@ -50,21 +50,19 @@ def execute(run: Run, out: Path, time_left: float) -> dict:
         start = log.tell()
         t0 = time.perf_counter()
         # Its own session (process group), so the budget ends the whole tree: run.py under bench_accuracy,
-        # the processes of --nproc-per-node, DataLoader workers.
+        # the processes of --nproc-per-node, DataLoader workers. Ctrl-C restored to its default: a process
+        # started in the background by a shell inherits it ignored, and the budget's Ctrl-C would do nothing.
         proc = subprocess.Popen(run.command, cwd=REPO, env=subprocess_env(run.env), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         timed_out = False
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            timed_out = True
-            signal_group(proc.pid, signal.SIGINT)
-            try:
-                code = proc.wait(timeout=GRACE_S)
-            except subprocess.TimeoutExpired:
-                signal_group(proc.pid, signal.SIGKILL)
-                code = proc.wait()
-            end_group(proc.pid, GRACE_S)  # e.g. run.py, still saving its checkpoint after its parent left
+            timed_out, code = True, interrupt(proc)
+        except KeyboardInterrupt:  # Ctrl-C reaches only this process (the step has its own session)
+            interrupt(proc)
+            raise
         # Nothing of this step may still run (and use the GPU) when the next one starts.
         end_group(proc.pid, 0)
         seconds = time.perf_counter() - t0
@@ -88,6 +86,19 @@ def execute(run: Run, out: Path, time_left: float) -> dict:
     if status != "ok":
         row["tail"] = log_tail(log_path, start)
     return row
+
+
+def interrupt(proc: subprocess.Popen) -> int:
+    """Ctrl-C to the step's process group (pytest prints its summary, run.py saves a checkpoint); after
+    GRACE_S, kill what is left. Returns the step's exit code."""
+    signal_group(proc.pid, signal.SIGINT)
+    try:
+        code = proc.wait(timeout=GRACE_S)
+    except subprocess.TimeoutExpired:
+        signal_group(proc.pid, signal.SIGKILL)
+        code = proc.wait()
+    end_group(proc.pid, GRACE_S)  # e.g. run.py, still saving its checkpoint after its parent left
+    return code
 
 
 def signal_group(pgid: int, sig: int) -> bool:
