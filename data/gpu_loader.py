@@ -175,7 +175,10 @@ class GpuTestLoader:
 
 def gpu_loaders(data: ImageData, batch_size: int, seed: int, device: torch.device, rank: int = 0,
                 world_size: int = 1, channels_last: bool = False) -> tuple[GpuTrainLoader, GpuTestLoader]:
-    """Train loader (shuffled, augmented on the device, last partial batch kept) and test loader."""
+    """Train loader (shuffled, augmented on the device, last partial batch kept) and test loader.
+
+    `batch_size` is this rank's batch: with several ranks, the global batch // world_size.
+    """
     common = dict(mean=data.mean, std=data.std, batch_size=batch_size, device=device, rank=rank,
                   world_size=world_size, channels_last=channels_last)
     return (GpuTrainLoader(data.train_x, data.train_y, seed=seed, **common),

@@ -61,9 +61,13 @@ def build_loaders(config: Config, data: ImageData, device: torch.device, speed: 
     """(train, test, validation or None) loaders of the data path config.augment chooses."""
     rank, world_size = idist.get_rank(), idist.get_world_size()
     if resolve_augment(config.augment, device) == "gpu":
-        train, test = gpu_loaders(data, config.batch_size, config.seed, device, rank, world_size,
+        # [dist] --batch-size is the global batch: each rank takes its share, as idist.auto_dataloader
+        # gives the CPU path, so an epoch has the one-process number of steps (the One Cycle is built
+        # from it) and rank r's batch i holds the rank-r positions of the one-process batch i.
+        per_rank = config.batch_size // world_size  # check_batch_split: it divides evenly
+        train, test = gpu_loaders(data, per_rank, config.seed, device, rank, world_size,
                                   channels_last=speed.channels_last)
-        val = GpuTestLoader(data.val_x, data.val_y, data.mean, data.std, config.batch_size, device, rank,
+        val = GpuTestLoader(data.val_x, data.val_y, data.mean, data.std, per_rank, device, rank,
                             world_size, speed.channels_last) if data.has_val else None
         return train, test, val
     train, test = cpu_loaders(data, config.batch_size, config.workers, config.seed)
