@@ -63,8 +63,9 @@ def build_loaders(config: Config, data: ImageData, device: torch.device, speed: 
     if resolve_augment(config.augment, device) == "gpu":
         train, test = gpu_loaders(data, config.batch_size, config.seed, device, rank, world_size,
                                   channels_last=speed.channels_last)
-        val = GpuTestLoader(data.val_x, data.val_y, data.mean, data.std, config.batch_size, device, rank,
-                            world_size, speed.channels_last) if data.has_val else None
+        # [dist] config.batch_size is the global batch: each rank loads its share (gpu_loaders does the same)
+        val = GpuTestLoader(data.val_x, data.val_y, data.mean, data.std, config.batch_size // world_size, device,
+                            rank, world_size, speed.channels_last) if data.has_val else None
         return train, test, val
     train, test = cpu_loaders(data, config.batch_size, config.workers, config.seed)
     val = cpu_eval_loader(data.val_x, data.val_y, data.mean, data.std, config.batch_size,
