@@ -14,7 +14,6 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
-from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.utils import manual_seed
 from torch import nn
@@ -30,6 +29,7 @@ from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.schedule import attach_one_cycle, one_cycle_milestones
 from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, create_trainer
 from handlers.checkpoint import find_resume_point
+from handlers.console import attach_console
 from handlers.defaults import attach_default_handlers
 from handlers.history import LRRecorder, MetricHistory
 from handlers.interrupt import stop_on_sigint
@@ -261,8 +261,8 @@ def build_run(config: Config) -> Run:
     """Build a run with the recipe's handlers; the range test runs first, before anything is attached.
 
     With --resume, LRMIN/LRMAX come from the checkpoint (no range test) and every stateful object is
-    loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the progress bar and
-    writes files.
+    loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the progress bar (or
+    epoch lines) and writes files.
     """
     output_dir = config.resolved_output_dir()
     check_output_dir(config, output_dir)  # a folder; an earlier run there needs --resume or --overwrite
@@ -297,8 +297,8 @@ def build_run(config: Config) -> Run:
         val_evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: val_evaluator.run(c.val_loader))
     history = MetricHistory(c.optimizer).attach(trainer, evaluator, val_evaluator)
-    if config.progress and is_main_process():
-        ProgressBar(persist=False, desc="train").attach(trainer)
+    if is_main_process():  # a bar on a terminal, else one line per epoch (handlers/console.py)
+        attach_console(trainer, history, config.epochs, config.progress)
 
     run = Run(config, c.device, c.data, c.model, c.optimizer, c.loss_fn, c.train_loader, c.test_loader,
               trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir,
