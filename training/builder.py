@@ -241,6 +241,10 @@ class Run:
                              lr_max=self.lr_max, params=self.params, device=str(self.device),
                              train_seconds=self.train_seconds, completed=completed, extra=extra)
 
+    @property
+    def all_epochs_ran(self) -> bool:
+        return len(self.history.rows) >= self.config.epochs
+
     def write_outputs(self, completed: bool) -> dict:
         summary = self.summary(completed)
         write_run_files(self.output_dir, summary, self.lr_recorder.lrs)
@@ -254,7 +258,7 @@ class Run:
         finally:
             if self.tensorboard is not None:  # a run that stops early must end the writer's thread too
                 self.tensorboard.close()
-        return self.summary(completed=len(self.history.rows) >= self.config.epochs)
+        return self.summary(completed=self.all_epochs_ran)
 
 
 def build_run(config: Config) -> Run:
@@ -320,7 +324,8 @@ def _attach_outputs(run: Run) -> None:
         run.write_outputs(completed=False)
 
     def on_complete(_):
-        run.write_outputs(completed=True)
+        # COMPLETED also follows a handler's trainer.terminate() (early stopping): not every epoch ran then
+        run.write_outputs(completed=run.all_epochs_ran)
         plots = run.output_dir / "plots"
         save_one_cycle_plot(plots / "one_cycle.png", run.lr_recorder.lrs, run.lr_max)
         save_curves_plot(plots / "curves.png", run.history.rows)
