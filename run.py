@@ -137,7 +137,7 @@ def parse_args(argv=None) -> Config:
     g = p.add_argument_group("reliability")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a run already in --output-dir: its checkpoints/, tensorboard/, misclassified/, "
-                        "plots/, summary.json, history.csv, lr_schedule.csv and lr_finder.json are deleted once "
+                        "plots/, summary.json, history.csv, lr_schedule.csv, lr_finder.json and report.html are deleted once "
                         "every input check has passed, just before the new run writes")
     g.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = p.parse_args(argv)

@@ -45,3 +45,31 @@ def explode_lr_in_epoch_2(run) -> None:
                 group["lr"] = float("inf")
 
     run.trainer.add_event_handler(Events.ITERATION_STARTED, explode)
+
+
+def keep_first_epoch_report(run) -> None:
+    """Copy report.html and summary.json as they are after epoch 1 (mid-run) to *_epoch1 files."""
+    import shutil
+
+    def keep(_):
+        shutil.copy(run.output_dir / "report.html", run.output_dir / "report_epoch1.html")
+        shutil.copy(run.output_dir / "summary.json", run.output_dir / "summary_epoch1.json")
+
+    run.trainer.add_event_handler(Events.EPOCH_STARTED(once=2), keep)
+
+
+def early_stop_after_first_epoch(run) -> None:
+    """Stop as ignite's EarlyStopping does (trainer.terminate(): COMPLETED still fires), saying why."""
+    def stop(engine):
+        run.stop_reason = "early stopping (test handler)"
+        engine.terminate()
+
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), stop)
+
+
+def break_the_report(run) -> None:
+    """Make every rendering of report.html fail."""
+    def broken():
+        raise RuntimeError("template exploded")
+
+    run.report.context = broken

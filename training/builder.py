@@ -215,6 +215,9 @@ class Run:
     last_checkpoint: Path | None = None  # the checkpoint saved after a Ctrl-C
     val_loader: Any = None
     val_evaluator: Engine | None = None  # with --val-split: runs after the test evaluator every epoch
+    report: Any = None  # handlers.report.RunReport (rank 0): OUTPUT/report.html
+    stop_reason: str | None = None  # a handler that terminates the trainer may say why (shown in report.html)
+    last_summary: dict | None = None  # what summary.json holds now (rank 0)
 
     @property
     def selection_evaluator(self) -> Engine:
@@ -248,16 +251,23 @@ class Run:
     def write_outputs(self, completed: bool) -> dict:
         summary = self.summary(completed)
         write_run_files(self.output_dir, summary, self.lr_recorder.lrs)
+        self.last_summary = summary
         return summary
 
     def fit(self) -> dict:
         """Train for config.epochs (continuing from trainer.state if resumed); returns the summary."""
+        error = None
         try:
             with stop_on_sigint(self):  # Ctrl-C: checkpoint, then RunInterrupted with the resume command
                 self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
+        except BaseException as e:  # noqa: BLE001 - re-raised; the report only says how the run ended
+            error = e
+            raise
         finally:
             if self.tensorboard is not None:  # a run that stops early must end the writer's thread too
                 self.tensorboard.close()
+            if self.report is not None:  # the final page, also when COMPLETED never fired
+                self.report.run_ended(error)
         return self.summary(completed=self.all_epochs_ran)
 
 
