@@ -196,6 +196,8 @@ class RunReport:
                                    f"compile {'on' if cfg.compile else 'off'}, --workers {cfg.workers}"),
                 ("Output folder", str(Path(run.output_dir).resolve())),
             ]
+            if run.summary_extra.get("resumed_from"):
+                self._environment.append(("Resumed from", run.summary_extra["resumed_from"]))
         return self._environment
 
 

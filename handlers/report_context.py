@@ -37,8 +37,8 @@ def verdict(summary: dict | None, epochs: int, ended: dict | None, epoch_now: in
         state, css = f"Finished: {done} of {epochs} epochs", "finished"
     else:
         state, css = (f"Stopped early at epoch {ended['epoch']} of {epochs} (iteration {ended['iteration']}, "
-                      f"{done} epochs complete): {ended['reason']}"), "stopped"
-    out = {"state": state, "state_class": css, "facts": []}
+                      f"{done} epoch{'s' if done != 1 else ''} complete)"), "stopped"
+    out = {"state": state, "state_class": css, "reason": ended and ended["reason"], "facts": []}
     if not summary:
         out.update(target="No epoch has completed: no test accuracy yet.", target_class="undecided")
         return out
@@ -60,14 +60,15 @@ def verdict(summary: dict | None, epochs: int, ended: dict | None, epoch_now: in
                    target_class="undecided")
     rows = summary["history"]
     best = max(rows, key=lambda r: r["test_accuracy"])
-    facts = [("final-test-accuracy", "Final test accuracy", pct(summary["final_test_accuracy"]),
+    facts = [("final-test-accuracy", "Final test accuracy" if ended else "Latest test accuracy",
+              pct(summary["final_test_accuracy"]),
               f"epoch {rows[-1]['epoch']}"),
              ("best-test-accuracy", "Best test accuracy", pct(summary["best_test_accuracy"]), f"epoch {best['epoch']}")]
     if "best_val_accuracy" in summary:
         facts.append(("best-val-accuracy", "Best validation accuracy", pct(summary["best_val_accuracy"]),
                       f"epoch {summary['best_val_epoch']}"))
     facts.append(("train-time", "Training time", format_duration(summary["train_seconds"]),
-                  f"{done} epoch{'s' if done != 1 else ''}, with the test passes"))
+                  f"{done} epoch{'s' if done != 1 else ''}, test passes included"))
     world = summary.get("world_size") or 1
     facts.append(("device", "Device", summary["device"] + (f" x{world}" if world > 1 else ""),
                   summary.get("backend") or "one process"))
@@ -104,7 +105,7 @@ def config_rows(config: dict, data: dict, params: int, lr_source: str, lr_min: f
          f"end of epoch {peak:.3g}, no annihilation", abs(peak - ASSIGNMENT["peak_epoch"]) > 1e-9),
         ("Optimizer", "Adam (weight decay not set)", f"Adam, weight decay {config['weight_decay']:g}", False),
         ("LRMIN / LRMAX", "from an LR range test", f"{lr_min:.3g} / {lr_max:.3g}: {lr_source}",
-         "given" in lr_source),
+         config["lr_min"] is not None or config["lr_max"] is not None),
         ("Augmentation", "RandomCrop 32 (padding 4), FlipLR, CutOut 8x8",
          "the same, " + ("as batched tensor ops on the device (--augment gpu)" if augment == "gpu"
                          else "by albumentations, image by image (--augment cpu)"), False),
@@ -123,7 +124,7 @@ def lr_source(config: dict, resumed: bool, rule: str | None) -> str:
         return "both given (--lr-min, --lr-max): no range test"
     if given:
         return f"{given[0]} given, the other from the range test ({rule or 'steepest'})"
-    return f"range test: LRMAX by the {rule or 'steepest'} rule, LRMIN where the loss starts to fall"
+    return f"from the range test, LRMAX by --lr-rule {rule or 'steepest'}"
 
 
 def suggestion_rows(finder: dict | None) -> list[dict]:
