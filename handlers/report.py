@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import platform
 import re
 import sys
@@ -59,7 +60,7 @@ def stop_reason(run, error: BaseException | None) -> str:
     """Why a run ended before its last epoch, in a phrase for the verdict."""
     if isinstance(error, RunInterrupted):
         saved = getattr(run, "last_checkpoint", None)
-        where = f"a checkpoint was saved ({Path(saved).relative_to(run.output_dir)})" if saved else \
+        where = f"a checkpoint was saved ({os.path.relpath(saved, run.output_dir)})" if saved else \
             "no checkpoint could be saved"
         return (f"Ctrl-C; {where}: continue with python run.py --resume auto --output-dir {run.output_dir} "
                 f"and this run's other flags")
@@ -99,18 +100,29 @@ class RunReport:
             self.write()  # the last epoch's page is written at COMPLETED, final
 
     def _completed(self, trainer: Engine) -> None:
-        finished = len(self.run.history.rows) >= self.run.config.epochs
-        self.end(None if finished else stop_reason(self.run, None))
+        self.end()  # COMPLETED also follows a handler's trainer.terminate(): end() tells the two apart
 
     def run_ended(self, error: BaseException | None) -> None:
         """Called by Run.fit however trainer.run returned: a run that did not reach COMPLETED still gets its
         final page (Ctrl-C, a NaN loss, a crash, trainer.terminate(skip_completed=True))."""
         if error is not None or self.ended is None:
-            self.end(stop_reason(self.run, error))
+            self.end(error)
 
-    def end(self, reason: str | None) -> None:
-        state = self.run.trainer.state
-        self.ended = {"finished": reason is None, "reason": reason, "epoch": state.epoch, "iteration": state.iteration}
+    def end(self, error: BaseException | None = None) -> None:
+        """The final page: finished when every epoch ran without an error, else stopped early, saying why.
+
+        Called from Run.fit's `finally` and from an event handler: nothing here may raise, or it would
+        replace the run's own error (or stop a run that was ending well).
+        """
+        try:
+            all_ran = len(self.run.history.rows) >= self.run.config.epochs
+            reason = None if error is None and all_ran else stop_reason(self.run, error)
+            state = self.run.trainer.state
+            self.ended = {"finished": reason is None, "reason": reason, "epoch": state.epoch,
+                          "iteration": state.iteration}
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not write %s: %s: %s", self.path, type(e).__name__, e)
+            return
         self.write()
 
     def write(self) -> Path | None:

@@ -153,3 +153,13 @@ def test_the_page_renders_in_a_browser(report_run, tmp_path):
     # ... holding text (dark pixels) and colour (chart lines, highlights, images), measured 2% and 0.8% here.
     assert (pixels.sum(axis=2) < 200).mean() > 0.005
     assert (np.ptp(pixels, axis=2) > 60).mean() > 0.002
+
+
+def test_a_long_schedule_is_thinned_but_keeps_its_peak_and_ends():
+    from handlers.report_charts import MAX_POINTS, nice_ticks, thin
+
+    lrs = [(i, min(i, 490) - max(0, i - 490) * 0.25) for i in range(2352)]  # the recipe: 98 x 24 iterations
+    kept = thin(lrs)
+    assert len(kept) <= MAX_POINTS + 2 and kept[0] == lrs[0] and kept[-1] == lrs[-1]
+    assert max(kept, key=lambda p: p[1]) == lrs[490]
+    assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0] and nice_ticks(1, 24, 6, integer=True)[:3] == [5, 10, 15]
