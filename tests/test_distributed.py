@@ -61,6 +61,8 @@ def test_two_processes_train_on_global_batches_and_test_on_the_whole_set(tmp_pat
     # every test image once, none twice: DistributedSampler's padding would count 52
     assert summary["test_examples"] == SUBSET // 5
     assert len(summary["history"]) == EPOCHS
+    report = (out / "report.html").read_text()  # rank 0's page, final
+    assert "cpu x2" in report and "Finished: 2 of 2 epochs" in report and 'http-equiv="refresh"' not in report
 
 
 def test_spawned_process_user_error_is_one_line_and_non_zero(tmp_path):
