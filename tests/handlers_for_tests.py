@@ -73,3 +73,14 @@ def break_the_report(run) -> None:
         raise RuntimeError("template exploded")
 
     run.report.context = broken
+
+
+def fake_gradcam(run) -> None:
+    """Stand in for a Grad-CAM handler: misclassified/gradcam_epoch_XX.png (a copy of that epoch's grid)."""
+    import shutil
+
+    def write(engine):
+        folder = run.output_dir / "misclassified"
+        shutil.copy(folder / f"epoch_{engine.state.epoch:02d}.png", folder / f"gradcam_epoch_{engine.state.epoch:02d}.png")
+
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED, write)

@@ -31,7 +31,8 @@ def report_run(tmp_path_factory) -> Path:
     """A short run with a range test and a validation split; the epoch-1 page and summary are kept aside."""
     out = tmp_path_factory.mktemp("report") / "out"
     assert train(out, "--epochs", "2", "--lr-find-iters", "8", "--val-split", "0.2",
-                 "--handler", "tests.handlers_for_tests:keep_first_epoch_report") == 0
+                 "--handler", "tests.handlers_for_tests:keep_first_epoch_report",
+                 "--handler", "tests.handlers_for_tests:fake_gradcam") == 0
     return out
 
 
@@ -57,8 +58,10 @@ def test_numbers_on_the_page_match_summary_json(report_run):
 
 
 def test_every_embedded_image_decodes(report_run):
-    images = page(report_run / "report.html").images
-    assert len(images) >= 2  # the range test and the misclassified grid
+    p = page(report_run / "report.html")
+    images = p.images
+    assert len(images) == 3  # the range test, the misclassified grid and the Grad-CAM grid
+    assert "Grad-CAM, epoch 2 (misclassified/gradcam_epoch_02.png)" in p.say("mistakes")
     for src in images:
         assert src.startswith("data:image/png;base64,")  # self-contained: nothing fetched
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as image:
