@@ -23,6 +23,14 @@ def attach(run, patience: int = PATIENCE) -> EarlyStopping:
     stopper = EarlyStopping(patience=patience, score_function=lambda evaluator: evaluator.state.metrics["accuracy"],
                             trainer=run.trainer)
     run.selection_evaluator.add_event_handler(Events.COMPLETED, stopper)  # validation if any, else test
+    watched = "validation" if run.val_evaluator is not None else "test"
+
+    def say_why(_):  # report.html's verdict shows run.stop_reason when a handler ends the run
+        if run.trainer.should_terminate:
+            run.stop_reason = (f"early stopping: the {watched} accuracy did not improve on {stopper.best_score:.2%} "
+                               f"for {patience} epochs")
+
+    run.selection_evaluator.add_event_handler(Events.COMPLETED, say_why)
     return stopper
 
 

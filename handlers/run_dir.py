@@ -20,7 +20,7 @@ from handlers.checkpoint import CHECKPOINT_DIR, PARTIAL_SUFFIX, training_checkpo
 
 # Everything a run writes into --output-dir: what --overwrite replaces. Other files are left alone.
 RUN_OUTPUTS = (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}{PARTIAL_SUFFIX}", "tensorboard", "misclassified", "plots",
-               "summary.json", "history.csv", "lr_schedule.csv", "lr_finder.json", "config.yaml")
+               "summary.json", "history.csv", "lr_schedule.csv", "lr_finder.json", "config.yaml", "report.html")
 
 
 def earlier_run(output_dir: Path) -> str | None:

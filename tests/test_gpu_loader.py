@@ -108,6 +108,22 @@ def test_several_ranks_on_the_gpu_data_path_split_the_global_batch(monkeypatch):
     assert [len(y) for _, y in train] == [16, 16, 16, 2] and test.batch_size == 16
 
 
+def test_gpu_loaders_split_the_global_batch_over_ranks():
+    """--batch-size is the global batch on this path too: the ranks' batch i together are one process's batch i."""
+    from data.datasets import load_dataset
+
+    data = load_dataset("fake", subset=100)
+    data.train_y = np.arange(100)  # labels = sample ids, so a batch says which images it holds
+    one, _ = gpu_loaders(data, 32, 0, torch.device("cpu"))
+    ranks = [gpu_loaders(data, 32, 0, torch.device("cpu"), rank, 2)[0] for rank in range(2)]
+    assert [len(r) for r in ranks] == [len(one)] * 2  # as many steps per epoch as one process
+    for whole, *shares in zip(one, *ranks):
+        assert [len(y) for _, y in shares] == [len(whole[1]) // 2] * 2
+        assert sorted(torch.cat([y for _, y in shares]).tolist()) == sorted(whole[1].tolist())
+    with pytest.raises(ValueError, match="does not split"):
+        gpu_loaders(data, 33, 0, torch.device("cpu"), 0, 2)
+
+
 def test_test_loader_yields_every_image_in_order_normalised():
     x_u8, y = images(70, seed=5), np.arange(70) % 10
     loader = GpuTestLoader(x_u8, y, MEAN, STD, 32, torch.device(TEST_DEVICE))
