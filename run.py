@@ -40,6 +40,14 @@ def report_user_error(error: UserError, debug: bool = False) -> int:
     return getattr(error, "exit_code", USER_ERROR_EXIT)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in --help, except for switches ("--no-progress ... (default: True)" reads as if it were on)
+    and for None, which means "chosen at run time" and is spelled out in those flags' own help."""
+
+    def _get_help_string(self, action):
+        return action.help if action.nargs == 0 or action.default is None else super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (no usage block) and exit code 2."""
 
@@ -56,7 +64,7 @@ def parse_args(argv=None) -> Config:
 
     d = Config()
     p = OneLineParser(description="Train the ERA S10 custom ResNet on CIFAR-10 (defaults = the assignment).",
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=HelpFormatter)
     p.add_argument("--config", metavar="FILE.yaml",
                    help="read settings from a YAML file (keys = the long flags, e.g. batch_size: 512); flags "
                         "on the command line override it. Every run writes its settings to OUTPUT/config.yaml")
@@ -109,7 +117,9 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--target", type=float, default=d.target, help="test accuracy goal, a fraction")
     g.add_argument("--target-epoch", type=int, default=d.target_epoch,
                    help="the goal must hold from this epoch on")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="print one line per epoch instead of a progress bar (the default whenever stdout or "
+                        "stderr is not a terminal: a log file, CI, nohup)")
     g.add_argument("--nproc-per-node", type=int, default=d.nproc_per_node, metavar="N",
                    help="spawn N processes (one per GPU; on CPU, gloo) through idist.Parallel; "
                         "--batch-size stays the global batch. Under torchrun, leave this out")
@@ -139,7 +149,7 @@ def parse_args(argv=None) -> Config:
     g = p.add_argument_group("reliability")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a run already in --output-dir: its checkpoints/, tensorboard/, misclassified/, "
-                        "plots/, summary.json, history.csv, lr_schedule.csv and lr_finder.json are deleted once "
+                        "plots/, summary.json, history.csv, lr_schedule.csv, lr_finder.json and report.html are deleted once "
                         "every input check has passed, just before the new run writes")
     g.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     pre, _ = p.parse_known_args(argv)

@@ -8,14 +8,16 @@
 Images/s = train images / median train-epoch seconds, the first epoch (warm-up, compilation) left out.
 (a) and (b) alternate epoch by epoch (b's epoch runs inside a handler at the end of each of a's), so
 drift in the machine's speed (a shared CPU, GPU clocks) falls on both alike.
-Prints a/b, a/c, and (a)'s full recipe (24 epochs + a test pass each): projected to 50,000/10,000
-images from the median epochs, and measured (the whole of (a)'s run; it is the recipe itself only
-with --epochs 24 at full size). Full size on CUDA: python bench/bench_throughput.py
+Prints a/b, a/c, peak GPU memory ((a)+(b) together, (c) alone), and (a)'s full recipe (24 epochs + a
+test pass each): projected to 50,000/10,000 images from the median epochs, and measured (the whole of
+(a)'s run; it is the recipe itself only with --epochs 24 at full size).
+Full size on CUDA: python bench/bench_throughput.py
 Small on CPU:   python bench/bench_throughput.py --device cpu --width 16 --train-size 1024 --epochs 3
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -47,6 +49,16 @@ LR_MIN, LR_MAX = 4e-4, 1e-2  # fixed so no range test runs; speed does not depen
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    """The most GPU memory torch's allocator held in tensors since the last reset (None on CPU)."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def timed_epochs(seconds: list[float]) -> list[float]:
@@ -216,12 +228,21 @@ def main(argv=None) -> dict:
               f"torch {torch.__version__}, threads {torch.get_num_threads()}, width {cfg.width}, "
               f"train {n_train}, test {n_test}, batch {cfg.batch_size}, {speed}", flush=True)
         raw = {}
+        # (a) and (b) run interleaved in one process, so their peak is one figure: both models,
+        # optimizers and device-resident datasets are held at once.
+        peak = {}
+        reset_peak_memory(device)
         raw_epochs = raw_loop_epochs(cfg, data, device, speed, raw)
         results = {"a": run_project_trainer(cfg, device, between_epochs=lambda: next(raw_epochs)), "b": raw}
+        peak["a_and_b"] = peak_memory_mib(device)
         for k in ("a", "b"):
             print(f"({k}) done: train epochs {[round(s, 3) for s in results[k]['train_s']]}", flush=True)
         if not args.skip_seed_style:
+            raw_epochs.close()  # (b)'s model, optimizer and data go; gc frees (a)'s (engines hold cycles)
+            gc.collect()
+            reset_peak_memory(device)
             results["c"] = run_seed_style(cfg, data, device, args.seed_epochs)
+            peak["c"] = peak_memory_mib(device)
             print(f"(c) done: train epochs {[round(s, 3) for s in results['c']['train_s']]}", flush=True)
 
     a, b = results["a"], results["b"]
@@ -242,7 +263,8 @@ def main(argv=None) -> dict:
             tb / ta for ta, tb in zip(timed_epochs(a["train_s"]), timed_epochs(b["train_s"]))), "ratio_a_c": rate["a"] / rate["c"] if "c" in rate else None,
         "a_median_train_epoch_s": median_train, "a_median_test_pass_s": median_test,
         "a_first_epoch_extra_s": warmup, "recipe_projected_s": projected,
-        "a_measured_wall_s": a["wall_s"], "a_measured_is_full_recipe": is_recipe, "epoch_seconds": results,
+        "a_measured_wall_s": a["wall_s"], "a_measured_is_full_recipe": is_recipe,
+        "peak_gpu_memory_mib": peak, "epoch_seconds": results,
     }
     for k, label in (("a", "project trainer (Ignite), GPU data path"), ("b", "raw PyTorch loop, same math"),
                      ("c", "seed style: albumentations + DataLoader workers, fp32")):
@@ -253,6 +275,9 @@ def main(argv=None) -> dict:
           f"from median epochs): {projected:.1f} s, plus first-epoch warm-up {warmup:.2f} s")
     what = "the full recipe" if is_recipe else f"{args.epochs} epochs at width {cfg.width}, {n_train}/{n_test} images"
     print(f"(a) measured: {a['wall_s']:.1f} s for {what} (warm-up, tests and outputs included)")
+    if device.type == "cuda":
+        print("peak GPU memory allocated: " + ", ".join(f"{k.replace('_and_', '+')} {v:,.0f} MiB"
+                                                       for k, v in peak.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -175,8 +175,15 @@ class GpuTestLoader:
 
 def gpu_loaders(data: ImageData, batch_size: int, seed: int, device: torch.device, rank: int = 0,
                 world_size: int = 1, channels_last: bool = False) -> tuple[GpuTrainLoader, GpuTestLoader]:
-    """Train loader (shuffled, augmented on the device, last partial batch kept) and test loader."""
-    common = dict(mean=data.mean, std=data.std, batch_size=batch_size, device=device, rank=rank,
+    """Train loader (shuffled, augmented on the device, last partial batch kept) and test loader.
+
+    [dist] `batch_size` is the global batch, as for data.loaders.cpu_loaders: each of the
+    `world_size` ranks loads batch_size // world_size, so together they step through the batches
+    one process would (and an epoch has as many steps), which the One Cycle schedule is built from.
+    """
+    if batch_size % world_size:
+        raise ValueError(f"batch size {batch_size} does not split over {world_size} ranks")
+    common = dict(mean=data.mean, std=data.std, batch_size=batch_size // world_size, device=device, rank=rank,
                   world_size=world_size, channels_last=channels_last)
     return (GpuTrainLoader(data.train_x, data.train_y, seed=seed, **common),
             GpuTestLoader(data.test_x, data.test_y, **common))

@@ -48,7 +48,7 @@ class Config:
     output_dir: str | None = None        # None: runs/<timestamp>
     target: float = 0.90
     target_epoch: int = 19
-    progress: bool = True
+    progress: bool = True                # a bar on a terminal; False: one line per epoch (handlers/console.py)
     # speed
     amp: bool | None = None              # bf16 autocast; None: on for CUDA (never on CPU)
     compile: bool = False                # torch.compile the model's forward

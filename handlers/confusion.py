@@ -1,11 +1,14 @@
-"""Confusion matrix and per-class test accuracy (ignite ConfusionMatrix), in summary.json and as a heatmap."""
+"""Confusion matrix and per-class test accuracy (ignite ConfusionMatrix, without its per-batch syncs), in
+summary.json and as a heatmap."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from ignite.engine import Events
 from ignite.metrics import ConfusionMatrix
+from ignite.metrics.metric import reinit__is_reduced
 
 from handlers.plots import plt, render_figure, save_png
 
@@ -34,6 +37,29 @@ def confusion_figure(matrix: np.ndarray, classes: list[str], title: str = "confu
     return fig
 
 
+class SyncFreeConfusionMatrix(ConfusionMatrix):
+    """ignite's ConfusionMatrix, counted without a host-device sync per batch.
+
+    ignite's update drops labels outside [0, num_classes) with a boolean mask (`y[mask]` must wait
+    for the device to know how many remain) and counts with torch.bincount (on CUDA it reads the
+    largest index back to size its output): three syncs per evaluation batch. Here every
+    (true, predicted) pair is added into the matrix with index_add_, and a label outside the range
+    adds 0, so the counts are the same and the host never waits.
+    """
+
+    @reinit__is_reduced
+    def update(self, output) -> None:
+        self._check_shape(output)
+        y_pred, y = output[0].detach(), output[1].detach()
+        self._num_examples += y_pred.shape[0]
+        predicted = torch.argmax(y_pred, dim=1).flatten()
+        y = y.flatten().to(predicted.device)
+        valid = (y >= 0) & (y < self.num_classes)
+        cells = torch.where(valid, self.num_classes * y + predicted, torch.zeros_like(predicted))
+        counts = self.confusion_matrix.view(-1)
+        counts.index_add_(0, cells.to(counts.device), valid.to(counts.device, counts.dtype))
+
+
 class ConfusionTracker:
     """After each evaluation: matrix and per-class accuracy into run.summary_extra (and TensorBoard)."""
 
@@ -44,7 +70,7 @@ class ConfusionTracker:
 
     def attach(self, write: bool = True) -> "ConfusionTracker":
         # Attached on every rank: the metric's all-reduce needs them all; only rank 0 writes.
-        ConfusionMatrix(num_classes=len(self.classes), device=self.run.device).attach(
+        SyncFreeConfusionMatrix(num_classes=len(self.classes), device=self.run.device).attach(
             self.run.evaluator, "confusion_matrix")
         self.run.evaluator.add_event_handler(Events.COMPLETED, self._record)
         if write:

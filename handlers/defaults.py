@@ -1,5 +1,5 @@
 """The handlers every run gets: TensorBoard, confusion matrix, misclassified dump (and its Grad-CAM), checkpoints
-(and resume)."""
+(and resume), report."""
 from __future__ import annotations
 
 import ignite.distributed as idist
@@ -12,6 +12,7 @@ from handlers.interrupt import attach_interrupt_checkpoint
 from handlers.misclassified import MisclassifiedDump
 from handlers.model_summary import attach_model_summary
 from handlers.resume import ResumePoint, align_train_loader, load_resume_point
+from handlers.report import RunReport
 from handlers.tensorboard import TensorBoardWriter
 
 
@@ -34,6 +35,7 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
     if write:
         attach_interrupt_checkpoint(run, objects["checkpointer"])
+        run.report = RunReport(run).attach()  # last: its epoch handler reads what the others wrote
     if resume is not None:
         load_resume_point(objects, resume, run.output_dir / CHECKPOINT_DIR)
         align_train_loader(run, resume)

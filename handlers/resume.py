@@ -61,15 +61,10 @@ def find_resume_point(config, output_dir: Path) -> ResumePoint | None:
                             f"pass --resume auto to continue it, --overwrite to replace it, or choose a new "
                             f"--output-dir")
         return None
-    if config.resume == "auto":
-        if not existing:
-            log.info("--resume auto: no checkpoint in %s yet; starting a new run", output_dir / CHECKPOINT_DIR)
-            return None
-        path = existing[-1]
-    else:
-        path = Path(config.resume)
-    point = ResumePoint(path, load_checkpoint_file(path))
-    _check_resumable(point, config)
+    point = named_resume_point(config, output_dir)
+    if point is None:
+        log.info("--resume auto: no checkpoint in %s yet; starting a new run", output_dir / CHECKPOINT_DIR)
+        return None
     if is_complete(point, config.epochs):  # run.py reports this case before building (finished_run)
         raise UserError(f"{point.path} is from the end of the run (all {config.epochs} epochs done): nothing "
                         f"to resume; start a new run with another --output-dir")
@@ -124,10 +119,15 @@ def finished_run(config) -> ResumePoint | None:
     Read-only: the restart loop's last call (`--resume auto` after the run finished) must change
     nothing. A damaged checkpoint or other settings raise UserError, as the resume itself would.
     """
-    if config.resume is None:
-        return None
+    point = named_resume_point(config, Path(config.output_dir)) if config.resume is not None else None
+    return point if point is not None and is_complete(point, config.epochs) else None
+
+
+def named_resume_point(config, output_dir: Path) -> ResumePoint | None:
+    """The checkpoint `--resume` names, loaded and checked against this run's settings; None for
+    `--resume auto` in a folder without one. UserError for a damaged file or other settings."""
     if config.resume == "auto":
-        existing = training_checkpoints(Path(config.output_dir))
+        existing = training_checkpoints(output_dir)
         if not existing:
             return None
         path = existing[-1]
@@ -135,7 +135,7 @@ def finished_run(config) -> ResumePoint | None:
         path = Path(config.resume)
     point = ResumePoint(path, load_checkpoint_file(path))
     _check_resumable(point, config)
-    return point if is_complete(point, config.epochs) else None
+    return point
 
 
 def finish_complete_run(point: ResumePoint, output_dir: Path) -> list[str]:

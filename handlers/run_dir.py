@@ -20,7 +20,8 @@ from handlers.checkpoint import CHECKPOINT_DIR, PARTIAL_SUFFIX, training_checkpo
 
 # Everything a run writes into --output-dir: what --overwrite replaces. Other files are left alone.
 RUN_OUTPUTS = (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}{PARTIAL_SUFFIX}", "tensorboard", "misclassified", "plots",
-               "summary.json", "history.csv", "lr_schedule.csv", "lr_finder.json", "config.yaml", "model_summary.txt")
+               "summary.json", "history.csv", "lr_schedule.csv", "lr_finder.json", "config.yaml", "report.html",
+               "model_summary.txt")
 
 
 def earlier_run(output_dir: Path) -> str | None:

@@ -1,4 +1,11 @@
-"""Shared fixtures: run.py in a subprocess or in-process, and real images (sklearn's digits) as a folder dataset."""
+"""Shared fixtures: run.py in a subprocess or in-process, real images (sklearn's digits) as a folder dataset,
+and the device the device-agnostic tests run on.
+
+ERA_S10_TEST_DEVICE=cuda moves the tests whose assertions hold on any device (no bit-exact comparison
+with a CPU computation) to the GPU: they take TEST_DEVICE. Unset (or cpu), everything runs on the CPU.
+Tests marked @pytest.mark.cuda only make sense on a GPU: they run wherever torch sees one, whatever
+the variable says, and are skipped, with the reason, where it sees none.
+"""
 from __future__ import annotations
 
 import json
@@ -9,10 +16,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import run as run_module
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_DEVICE_VARIABLE = "ERA_S10_TEST_DEVICE"
+TEST_DEVICE = os.environ.get(TEST_DEVICE_VARIABLE) or "cpu"
+
+
+def pytest_configure(config):
+    if TEST_DEVICE not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"{TEST_DEVICE_VARIABLE}={TEST_DEVICE}: use cpu or cuda (or leave it unset: cpu)")
+    if TEST_DEVICE == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"{TEST_DEVICE_VARIABLE}=cuda, but torch sees no CUDA GPU here: unset it "
+                                f"(the tests then run on the CPU)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch sees none here)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    return f"device for device-agnostic tests: {TEST_DEVICE} (${TEST_DEVICE_VARIABLE})"
 
 # Small, fast settings for runs whose point is not the model or the range test.
 QUICK = ["--device", "cpu", "--workers", "0", "--width", "8", "--no-progress"]

@@ -62,3 +62,42 @@ def die_before_deleting_a_checkpoint(run) -> None:
         remove(self, filename)  # the best model's own replacement goes on as usual
 
     DiskSaver.remove = die_instead
+
+
+def keep_first_epoch_report(run) -> None:
+    """Copy report.html and summary.json as they are after epoch 1 (mid-run) to *_epoch1 files."""
+    import shutil
+
+    def keep(_):
+        shutil.copy(run.output_dir / "report.html", run.output_dir / "report_epoch1.html")
+        shutil.copy(run.output_dir / "summary.json", run.output_dir / "summary_epoch1.json")
+
+    run.trainer.add_event_handler(Events.EPOCH_STARTED(once=2), keep)
+
+
+def early_stop_after_first_epoch(run) -> None:
+    """Stop as ignite's EarlyStopping does (trainer.terminate(): COMPLETED still fires), saying why."""
+    def stop(engine):
+        run.stop_reason = "early stopping (test handler)"
+        engine.terminate()
+
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), stop)
+
+
+def break_the_report(run) -> None:
+    """Make every rendering of report.html fail."""
+    def broken():
+        raise RuntimeError("template exploded")
+
+    run.report.context = broken
+
+
+def fake_gradcam(run) -> None:
+    """Stand in for a Grad-CAM handler: misclassified/gradcam_epoch_XX.png (a copy of that epoch's grid)."""
+    import shutil
+
+    def write(engine):
+        folder = run.output_dir / "misclassified"
+        shutil.copy(folder / f"epoch_{engine.state.epoch:02d}.png", folder / f"gradcam_epoch_{engine.state.epoch:02d}.png")
+
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED, write)

@@ -22,7 +22,7 @@ FILL = 26
 MEAN = (FILL / 255,) * 3
 STD = (0.25, 0.2, 0.3)
 P_MIN = 1e-3
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def code_image() -> np.ndarray:

@@ -1,4 +1,7 @@
-"""The GPU loader's protocol: seeded epochs, rank shards, the last batch, the test loader, and a run."""
+"""The GPU loader's protocol: seeded epochs, rank shards, the last batch, the test loader, and a run.
+
+On TEST_DEVICE (ERA_S10_TEST_DEVICE, tests/conftest.py): CPU by default, the GPU with cuda.
+"""
 from __future__ import annotations
 
 import json
@@ -9,6 +12,7 @@ import torch
 
 from data.gpu_loader import GpuTestLoader, GpuTrainLoader, gpu_loaders
 from engine.trainer import StepSpeed
+from tests.conftest import TEST_DEVICE
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
@@ -19,7 +23,7 @@ def images(n: int, seed: int = 0) -> np.ndarray:
 
 def train_loader(n=100, batch_size=32, seed=0, **kw) -> GpuTrainLoader:
     # Labels are the sample ids, so a batch says which images it holds.
-    return GpuTrainLoader(images(n), np.arange(n), MEAN, STD, batch_size, seed, torch.device("cpu"), **kw)
+    return GpuTrainLoader(images(n), np.arange(n), MEAN, STD, batch_size, seed, torch.device(TEST_DEVICE), **kw)
 
 
 def epoch(loader, e: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,15 +79,60 @@ def test_rank_shards_are_disjoint_equal_and_augmented_as_in_one_process(n):
         train_loader(rank=3, world_size=3)
 
 
+def test_ranks_batches_of_a_share_of_the_global_batch_together_make_the_one_process_batch():
+    world, global_batch = 2, 32
+    whole = [y for _, y in train_loader(n=100, batch_size=global_batch)]
+    ranks = [list(train_loader(n=100, batch_size=global_batch // world, rank=r, world_size=world))
+             for r in range(world)]
+    assert [len(r) for r in ranks] == [len(whole)] * world  # the one-process number of steps
+    for i, one_process_batch in enumerate(whole):
+        together = torch.cat([ranks[r][i][1] for r in range(world)])
+        assert sorted(together.tolist()) == sorted(one_process_batch.tolist())
+
+
+def test_several_ranks_on_the_gpu_data_path_split_the_global_batch(monkeypatch):
+    import ignite.distributed as idist
+
+    from data.datasets import load_dataset
+    from engine.config import Config
+    from training.builder import build_loaders
+
+    data = load_dataset("fake", subset=100)
+    config = Config(dataset="fake", subset=100, batch_size=32, augment="gpu", device=TEST_DEVICE)
+    device, speed = torch.device(TEST_DEVICE), StepSpeed()
+    one_process, _, _ = build_loaders(config, data, device, speed)
+    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    train, test, _ = build_loaders(config, data, device, speed)
+    assert len(train) == len(one_process) == 4  # 100 images, global batch 32
+    assert [len(y) for _, y in train] == [16, 16, 16, 2] and test.batch_size == 16
+
+
+def test_gpu_loaders_split_the_global_batch_over_ranks():
+    """--batch-size is the global batch on this path too: the ranks' batch i together are one process's batch i."""
+    from data.datasets import load_dataset
+
+    data = load_dataset("fake", subset=100)
+    data.train_y = np.arange(100)  # labels = sample ids, so a batch says which images it holds
+    one, _ = gpu_loaders(data, 32, 0, torch.device("cpu"))
+    ranks = [gpu_loaders(data, 32, 0, torch.device("cpu"), rank, 2)[0] for rank in range(2)]
+    assert [len(r) for r in ranks] == [len(one)] * 2  # as many steps per epoch as one process
+    for whole, *shares in zip(one, *ranks):
+        assert [len(y) for _, y in shares] == [len(whole[1]) // 2] * 2
+        assert sorted(torch.cat([y for _, y in shares]).tolist()) == sorted(whole[1].tolist())
+    with pytest.raises(ValueError, match="does not split"):
+        gpu_loaders(data, 33, 0, torch.device("cpu"), 0, 2)
+
+
 def test_test_loader_yields_every_image_in_order_normalised():
     x_u8, y = images(70, seed=5), np.arange(70) % 10
-    loader = GpuTestLoader(x_u8, y, MEAN, STD, 32, torch.device("cpu"))
+    loader = GpuTestLoader(x_u8, y, MEAN, STD, 32, torch.device(TEST_DEVICE))
     xs, ys = zip(*loader)
     assert [len(b) for b in ys] == [32, 32, 6] and len(loader) == 3
     expected = (x_u8.astype(np.float64) / 255 - np.array(MEAN)) / np.array(STD)
-    np.testing.assert_allclose(torch.cat(xs).permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(torch.cat(xs).permute(0, 2, 3, 1).cpu().numpy(), expected, atol=1e-5)
     assert torch.cat(ys).tolist() == y.tolist()
-    shards = [torch.cat([b for _, b in GpuTestLoader(x_u8, np.arange(70), MEAN, STD, 32, "cpu", r, 3)])
+    shards = [torch.cat([b for _, b in GpuTestLoader(x_u8, np.arange(70), MEAN, STD, 32, TEST_DEVICE, r, 3)])
               for r in range(3)]
     assert sorted(torch.cat(shards).tolist()) == list(range(70))
 
@@ -91,7 +140,7 @@ def test_test_loader_yields_every_image_in_order_normalised():
 def test_channels_last_batches():
     from data.datasets import load_dataset
 
-    train, test = gpu_loaders(load_dataset("fake", subset=40), 16, 0, torch.device("cpu"), channels_last=True)
+    train, test = gpu_loaders(load_dataset("fake", subset=40), 16, 0, torch.device(TEST_DEVICE), channels_last=True)
     for loader in (train, test):
         x, y = next(iter(loader))
         assert x.dtype == torch.float32 and y.dtype == torch.int64
@@ -106,12 +155,12 @@ def test_step_speed_uses_amp_and_channels_last_only_on_cuda():
     assert StepSpeed.for_device(cpu, compile=True).compile
 
 
-def test_run_with_the_gpu_data_path_on_cpu(tmp_path):
+def test_run_with_the_gpu_data_path(tmp_path):
     from run import main
 
     out = tmp_path / "run"
     rc = main(["--dataset", "fake", "--subset", "64", "--width", "8", "--batch-size", "32", "--epochs", "2",
-               "--lr-min", "1e-3", "--lr-max", "1e-2", "--workers", "0", "--no-progress", "--device", "cpu",
+               "--lr-min", "1e-3", "--lr-max", "1e-2", "--workers", "0", "--no-progress", "--device", TEST_DEVICE,
                "--augment", "gpu", "--nan-check-every", "2", "--output-dir", str(out)])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -119,7 +168,7 @@ def test_run_with_the_gpu_data_path_on_cpu(tmp_path):
     assert all(np.isfinite(row["train_loss"]) and 0 <= row["test_accuracy"] <= 1 for row in summary["history"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_bf16_channels_last_step_on_cuda():
     from torch import nn
 

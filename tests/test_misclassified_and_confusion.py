@@ -79,3 +79,24 @@ def test_confusion_matrix_and_per_class_accuracy_in_summary(full_run):
         expected = matrix[i, i] / matrix[i].sum() if matrix[i].sum() else None
         assert summary["per_class_accuracy"][name] == pytest.approx(expected)
     assert (full_run / "plots" / "confusion_matrix.png").stat().st_size > 10_000
+
+
+def test_sync_free_confusion_matrix_counts_as_ignites():
+    from ignite.metrics import ConfusionMatrix
+
+    from handlers.confusion import SyncFreeConfusionMatrix
+    from tests.conftest import TEST_DEVICE
+
+    device = torch.device(TEST_DEVICE)
+    g = torch.Generator().manual_seed(0)
+    ours, ignites = SyncFreeConfusionMatrix(10, device=device), ConfusionMatrix(10, device=device)
+    for metric in (ours, ignites):
+        metric.reset()
+    for n in (64, 64, 17):  # a last partial batch too
+        logits = torch.randn(n, 10, generator=g)
+        labels = torch.randint(-1, 11, (n,), generator=g)  # -1 and 10 lie outside the classes: not counted
+        for metric in (ours, ignites):
+            metric.update((logits.to(device), labels.to(device)))
+    counted = ours.compute()
+    assert torch.equal(counted.cpu(), ignites.compute().cpu())
+    assert 0 < int(counted.sum()) < 64 + 64 + 17  # some labels were out of range, the rest were counted

@@ -21,6 +21,7 @@ import torch
 
 from handlers.checkpoint import training_checkpoints
 from tests.conftest import FAST, ITERS_PER_EPOCH, LR, REPO, read_summary, train
+from tests.report_page import page
 
 
 def error_line(capsys, label: str = "error") -> str:
@@ -295,10 +296,15 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     saved = training_checkpoints(out)
     assert len(saved) == 1 and f"saved {saved[0]}" in line
     assert torch.load(saved[0], weights_only=True)["trainer"]["iteration"] == progress(out)
+    report = page(out / "report.html")
+    assert report.say("state").startswith(f"Stopped early at epoch 1 of 2 (iteration {progress(out)}, "
+                                          f"0 epochs complete): Ctrl-C; a checkpoint was saved")
+    assert not report.refresh
 
     assert train(out, *SIGNAL_FLAGS, "--resume", "auto") == 0
     summary = read_summary(out)
     assert summary["completed"] is True and [r["epoch"] for r in summary["history"]] == [1, 2]
+    assert page(out / "report.html").say("state") == "Finished: 2 of 2 epochs"
 
 
 def test_sigkill_at_random_moments_loses_at_most_checkpoint_every_iterations(tmp_path):

@@ -14,7 +14,6 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
-from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.utils import manual_seed
 from torch import nn
@@ -30,6 +29,7 @@ from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.schedule import attach_one_cycle, one_cycle_milestones
 from engine.trainer import StepSpeed, attach_train_metrics, create_evaluator, create_trainer
 from handlers.resume import find_resume_point
+from handlers.console import attach_console
 from handlers.defaults import attach_default_handlers
 from handlers.history import LRRecorder, MetricHistory
 from handlers.interrupt import stop_on_sigint
@@ -61,10 +61,14 @@ def build_loaders(config: Config, data: ImageData, device: torch.device, speed: 
     """(train, test, validation or None) loaders of the data path config.augment chooses."""
     rank, world_size = idist.get_rank(), idist.get_world_size()
     if resolve_augment(config.augment, device) == "gpu":
+        # [dist] --batch-size is the global batch: each rank takes its share, as idist.auto_dataloader
+        # gives the CPU path, so an epoch has the one-process number of steps (the One Cycle is built
+        # from it) and rank r's batch i holds the rank-r positions of the one-process batch i.
         train, test = gpu_loaders(data, config.batch_size, config.seed, device, rank, world_size,
                                   channels_last=speed.channels_last)
-        val = GpuTestLoader(data.val_x, data.val_y, data.mean, data.std, config.batch_size, device, rank,
-                            world_size, speed.channels_last) if data.has_val else None
+        # [dist] config.batch_size is the global batch: each rank loads its share (gpu_loaders does the same)
+        val = GpuTestLoader(data.val_x, data.val_y, data.mean, data.std, config.batch_size // world_size, device,
+                            rank, world_size, speed.channels_last) if data.has_val else None
         return train, test, val
     train, test = cpu_loaders(data, config.batch_size, config.workers, config.seed)
     val = cpu_eval_loader(data.val_x, data.val_y, data.mean, data.std, config.batch_size,
@@ -214,6 +218,9 @@ class Run:
     last_checkpoint: Path | None = None  # the checkpoint saved after a Ctrl-C
     val_loader: Any = None
     val_evaluator: Engine | None = None  # with --val-split: runs after the test evaluator every epoch
+    report: Any = None  # handlers.report.RunReport (rank 0): OUTPUT/report.html
+    stop_reason: str | None = None  # a handler that terminates the trainer may say why (shown in report.html)
+    last_summary: dict | None = None  # what summary.json holds now (rank 0)
 
     @property
     def selection_evaluator(self) -> Engine:
@@ -240,28 +247,39 @@ class Run:
                              lr_max=self.lr_max, params=self.params, device=str(self.device),
                              train_seconds=self.train_seconds, completed=completed, extra=extra)
 
+    @property
+    def all_epochs_ran(self) -> bool:
+        return len(self.history.rows) >= self.config.epochs
+
     def write_outputs(self, completed: bool) -> dict:
         summary = self.summary(completed)
         write_run_files(self.output_dir, summary, self.lr_recorder.lrs)
+        self.last_summary = summary
         return summary
 
     def fit(self) -> dict:
         """Train for config.epochs (continuing from trainer.state if resumed); returns the summary."""
+        error = None
         try:
             with stop_on_sigint(self):  # Ctrl-C: checkpoint, then RunInterrupted with the resume command
                 self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
+        except BaseException as e:  # noqa: BLE001 - re-raised; the report only says how the run ended
+            error = e
+            raise
         finally:
             if self.tensorboard is not None:  # a run that stops early must end the writer's thread too
                 self.tensorboard.close()
-        return self.summary(completed=len(self.history.rows) >= self.config.epochs)
+            if self.report is not None:  # the final page, also when COMPLETED never fired
+                self.report.run_ended(error)
+        return self.summary(completed=self.all_epochs_ran)
 
 
 def build_run(config: Config) -> Run:
     """Build a run with the recipe's handlers; the range test runs first, before anything is attached.
 
     With --resume, LRMIN/LRMAX come from the checkpoint (no range test) and every stateful object is
-    loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the progress bar and
-    writes files.
+    loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the progress bar (or
+    epoch lines) and writes files.
     """
     output_dir = config.resolved_output_dir()
     check_output_dir(config, output_dir)  # a folder; an earlier run there needs --resume or --overwrite
@@ -296,8 +314,8 @@ def build_run(config: Config) -> Run:
         val_evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: val_evaluator.run(c.val_loader))
     history = MetricHistory(c.optimizer).attach(trainer, evaluator, val_evaluator)
-    if config.progress and is_main_process():
-        ProgressBar(persist=False, desc="train").attach(trainer)
+    if is_main_process():  # a bar on a terminal, else one line per epoch (handlers/console.py)
+        attach_console(trainer, history, config.epochs, config.progress)
 
     run = Run(config, c.device, c.data, c.model, c.optimizer, c.loss_fn, c.train_loader, c.test_loader,
               trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir,
@@ -319,7 +337,8 @@ def _attach_outputs(run: Run) -> None:
         run.write_outputs(completed=False)
 
     def on_complete(_):
-        run.write_outputs(completed=True)
+        # COMPLETED also follows a handler's trainer.terminate() (early stopping): not every epoch ran then
+        run.write_outputs(completed=run.all_epochs_ran)
         plots = run.output_dir / "plots"
         save_one_cycle_plot(plots / "one_cycle.png", run.lr_recorder.lrs, run.lr_max)
         save_curves_plot(plots / "curves.png", run.history.rows)
