@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.datasets import load_dataset  # noqa: E402
 from data.gpu_loader import gpu_loaders  # noqa: E402
 from data.loaders import cpu_loaders  # noqa: E402
-from training.builder import build_run, resolve_device  # noqa: E402
+from training.builder import build_run  # noqa: E402
+from training.components import resolve_device  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.schedule import one_cycle_milestones  # noqa: E402
 from engine.trainer import StepSpeed  # noqa: E402

@@ -11,18 +11,17 @@ import sys
 import traceback
 from pathlib import Path
 
+from core.cli import USER_ERROR_EXIT, OneLineParser
 from core.errors import UserError
 
 COMMANDS = ("predict", "export")
-USER_ERROR_EXIT = 2
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class _OneLineParser(OneLineParser):
     command = ""  # the command whose --help the error line points to (unknown flags reach the top parser)
 
-    def error(self, message: str):
-        command = self.command or self.prog.split()[-1]
-        self.exit(USER_ERROR_EXIT, f"error: {message} (see python run.py {command} --help)\n")
+    def help_hint(self) -> str:
+        return f"python run.py {self.command or self.prog.split()[-1]} --help"
 
 
 def parser() -> argparse.ArgumentParser:

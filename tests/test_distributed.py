@@ -235,7 +235,7 @@ def test_range_test_curve_and_bounds_do_not_depend_on_the_number_of_processes(tm
     """The same range test (digits, --augment gpu: every sample augmented alike for any number of ranks) by one
     process and by two: the same LRs, the same curve up to BatchNorm's per-rank statistics, the same bounds."""
     from data.gpu_loader import gpu_loaders
-    from training.builder import build_components
+    from training.components import build_components
 
     iters, start, end = 30, 1e-5, 10.0
     args = ["--dataset", "folder", "--data-dir", str(digits_dir), "--cache-dir", str(tmp_path / "cache"),

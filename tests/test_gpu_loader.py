@@ -95,7 +95,7 @@ def test_several_ranks_on_the_gpu_data_path_split_the_global_batch(monkeypatch):
 
     from data.datasets import load_dataset
     from engine.config import Config
-    from training.builder import build_loaders
+    from training.components import build_loaders
 
     data = load_dataset("fake", subset=100)
     config = Config(dataset="fake", subset=100, batch_size=32, augment="gpu", device=TEST_DEVICE)
