@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
-import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
 from core.distributed import broadcast_buffers_from_rank0, is_main_process, unwrap
-from data.datasets import ImageData
 from engine.config import Config
 from engine.lr_finder import RangeTest
 from engine.schedule import attach_one_cycle, one_cycle_milestones
@@ -32,22 +30,15 @@ from handlers.outputs import build_summary, write_run_files
 from handlers.run_dir import check_output_dir, prepare_output_dir
 from handlers.plots import save_curves_plot, save_one_cycle_plot
 from models import count_parameters
-from training.components import build_components, find_lr_bounds
+from training.components import Components, build_components, find_lr_bounds
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Run:
-    """Everything a run holds; attach handlers to `trainer` / `evaluator`, then call `fit()`."""
-    config: Config
-    device: torch.device
-    data: ImageData
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    loss_fn: nn.Module
-    train_loader: Any
-    test_loader: Any
+@dataclass(kw_only=True)
+class Run(Components):
+    """Everything a run holds: its Components (config, device, data, model, optimizer, loss, loaders)
+    and the Engines, schedule and outputs; attach handlers to `trainer` / `evaluator`, then call `fit()`."""
     trainer: Engine
     evaluator: Engine
     scheduler: Any
@@ -62,7 +53,6 @@ class Run:
     tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
     sigint: Any = None  # set while fit() runs: whether Ctrl-C asked the trainer to stop (handlers.interrupt)
     last_checkpoint: Path | None = None  # the checkpoint saved after a Ctrl-C
-    val_loader: Any = None
     val_evaluator: Engine | None = None  # with --val-split: runs after the test evaluator every epoch
     report: Any = None  # handlers.report.RunReport (rank 0): OUTPUT/report.html
     stop_reason: str | None = None  # a handler that terminates the trainer may say why (shown in report.html)
@@ -163,9 +153,9 @@ def build_run(config: Config) -> Run:
     if is_main_process():  # a bar on a terminal, else one line per epoch (handlers/console.py)
         attach_console(trainer, history, config.epochs, config.progress)
 
-    run = Run(config, c.device, c.data, c.model, c.optimizer, c.loss_fn, c.train_loader, c.test_loader,
-              trainer, evaluator, scheduler, history, lr_recorder, lr_min, lr_max, range_test, output_dir,
-              val_loader=c.val_loader, val_evaluator=val_evaluator)
+    run = Run(**{f.name: getattr(c, f.name) for f in fields(Components)}, trainer=trainer, evaluator=evaluator,
+              scheduler=scheduler, history=history, lr_recorder=lr_recorder, lr_min=lr_min, lr_max=lr_max,
+              range_test=range_test, output_dir=output_dir, val_evaluator=val_evaluator)
     if is_main_process():  # [dist] summary.json, CSVs and plots come from rank 0 alone
         _attach_outputs(run)
     attach_default_handlers(run, resume)
