@@ -37,6 +37,33 @@ def record_iterations(run) -> None:
     run.trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
 
 
+def signal_self(run) -> None:
+    """Send this process a signal once iteration $ERA_TEST_SIGNAL_AT has finished. $ERA_TEST_SIGNAL names it: INT
+    (Ctrl-C) or KILL (kill -9). $ERA_TEST_SIGNAL_DELAY (default 0: at once, from the handler) delays it by that
+    many times the duration of iteration $ERA_TEST_SIGNAL_AT, from a timer thread, so it lands at a random moment
+    of what comes next: the next iteration, a checkpoint being written, an evaluation.
+
+    Sent from inside, the signal arrives at a known point of the run however fast the machine is; a test that
+    signals from outside after watching progress races the run and can miss it on a fast machine."""
+    import os
+    import signal
+    import threading
+    import time
+
+    at, delay = int(os.environ["ERA_TEST_SIGNAL_AT"]), float(os.environ.get("ERA_TEST_SIGNAL_DELAY", "0"))
+    signum = getattr(signal, "SIG" + os.environ["ERA_TEST_SIGNAL"])
+    started = [0.0]
+
+    def send(_):
+        if delay:  # a non-daemon timer: a run that ends first is still killed before the interpreter exits
+            threading.Timer(delay * (time.perf_counter() - started[0]), os.kill, (os.getpid(), signum)).start()
+        else:
+            os.kill(os.getpid(), signum)
+
+    run.trainer.add_event_handler(Events.ITERATION_STARTED(once=at), lambda _: started.__setitem__(0, time.perf_counter()))
+    run.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=at), send)
+
+
 def explode_lr_in_epoch_2(run) -> None:
     """From epoch 2 on, set an infinite LR (after the scheduler set its own): the weights become NaN/inf."""
     def explode(engine):

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 from pathlib import Path
 
@@ -256,8 +255,14 @@ def test_range_test_that_diverges_at_once_falls_back_and_leaves_the_model_untouc
 SIGNAL_FLAGS = ["--batch-size", "32", *LR, "--epochs", "2", "--handler", "tests.handlers_for_tests:record_iterations"]
 
 
-def start(out: Path, *extra: str) -> subprocess.Popen:
+def start(out: Path, *extra: str, signal_at: int = 0, signal_name: str = "KILL",
+          delay: float = 0.0) -> subprocess.Popen:
+    """run.py in a child process. With signal_at, the run sends itself SIG<signal_name> once that iteration has
+    finished, `delay` times that iteration's duration later (tests.handlers_for_tests:signal_self)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    if signal_at:
+        env.update(ERA_TEST_SIGNAL=signal_name, ERA_TEST_SIGNAL_AT=str(signal_at), ERA_TEST_SIGNAL_DELAY=str(delay))
+        extra = (*extra, "--handler", "tests.handlers_for_tests:signal_self")
     return subprocess.Popen([sys.executable, str(REPO / "run.py"), *FAST, *SIGNAL_FLAGS, "--output-dir", str(out),
                              *extra], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -270,25 +275,10 @@ def progress(out: Path) -> int:
     return int(lines[-1]) if lines else 0
 
 
-def wait_for_iteration(proc: subprocess.Popen, out: Path, iteration: int, timeout: float = 90) -> bool:
-    """True once the run has finished `iteration`; False if it exited first."""
-    deadline = time.monotonic() + timeout
-    while progress(out) < iteration:
-        if proc.poll() is not None:
-            return False
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"run did not reach iteration {iteration} in {timeout} s")
-        time.sleep(0.01)
-    return True
-
-
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "out"
-    proc = start(out)
-    assert wait_for_iteration(proc, out, 3)  # mid-epoch 1, no checkpoint yet
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    proc = start(out, signal_at=3, signal_name="INT")  # mid-epoch 1, no checkpoint yet
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     line = err.strip().splitlines()[-1]
     assert line.startswith("interrupted: training stopped by Ctrl-C at epoch 1, iteration ")
@@ -308,22 +298,22 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
 
 
 def test_sigkill_at_random_moments_loses_at_most_checkpoint_every_iterations(tmp_path):
-    """Kill -9 five times (after a random iteration, at a random moment inside the next one), resume each time."""
+    """Kill -9 five times (after a random iteration, at a random moment of what follows it), resume each time."""
     out, every, rng = tmp_path / "out", 2, np.random.default_rng(6)
+    flags, total = ("--epochs", "3", "--checkpoint-every", str(every)), 3 * 8  # 8 iterations an epoch
     resume: tuple[str, ...] = ()
     for kill in range(5):
-        proc = start(out, "--checkpoint-every", str(every), *resume)
-        reached = wait_for_iteration(proc, out, progress(out) + int(rng.integers(1, 4)))
-        assert reached, f"kill {kill}: the run ended before it was killed: {proc.stderr.read()}"
-        time.sleep(float(rng.uniform(0, 0.25)))  # mid-iteration, mid-checkpoint or mid-evaluation
-        proc.kill()
-        proc.communicate(timeout=30)
+        at = min(progress(out) + int(rng.integers(1, 4)), total - 1)
+        proc = start(out, *flags, *resume, signal_at=at, delay=float(rng.uniform(0, 1.5)))
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL, f"kill {kill}: the run was not killed: {err}"
+        assert progress(out) >= at, f"kill {kill}: killed before iteration {at}"
         saved = training_checkpoints(out)
         for path in (out / "checkpoints").iterdir():  # every file there is complete
             torch.load(path, weights_only=True)
         newest = torch.load(saved[-1], weights_only=True)["trainer"]["iteration"] if saved else 0
         assert progress(out) - newest <= every, f"kill {kill}: lost more than {every} iterations"
         resume = ("--resume", "auto")
-    assert train(out, *SIGNAL_FLAGS, "--checkpoint-every", str(every), "--resume", "auto") == 0
+    assert train(out, *SIGNAL_FLAGS, *flags, "--resume", "auto") == 0
     summary = read_summary(out)
-    assert summary["completed"] is True and [r["epoch"] for r in summary["history"]] == [1, 2]
+    assert summary["completed"] is True and [r["epoch"] for r in summary["history"]] == [1, 2, 3]
