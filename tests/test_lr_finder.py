@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.lr_finder import FALLBACK_DIV, MAX_RATIO, MIN_RATIO, choose_lr_bounds, run_range_test
+from engine.lr_rules import suggestions
 from models import CustomResNet
 
 CPU = torch.device("cpu")
@@ -83,10 +84,24 @@ def test_bounds_from_a_u_shaped_curve():
     assert not warnings
     assert lr_max == suggestion
     assert lr_max / MAX_RATIO <= lr_min <= lr_max / MIN_RATIO
+    # This curve's fall starts less than MIN_RATIO below its steepest point, so LRMIN is LRMAX / MIN_RATIO.
+    assert suggestions(lrs, losses)["fall_start"] > lr_max / MIN_RATIO
+    assert lr_min == pytest.approx(lr_max / MIN_RATIO)
+
+
+def test_lrmin_is_the_start_of_the_fall_when_that_lies_far_enough_below_lrmax():
+    lrs = np.geomspace(1e-7, 10, 100)
+    x = np.log10(lrs)  # a gentle fall from 3e-5 that steepens up to 1e-2, then divergence
+    losses = list(2.3 - 1.5 * np.clip((x + 4.5) / 2.5, 0, 1) ** 2 + np.where(x > -1.5, (x + 1.5) ** 2 * 4, 0))
+    lrs = list(lrs)
+    readings = suggestions(lrs, losses)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
+    assert not warnings and lr_max == readings["steepest"]
+    assert lr_max / MAX_RATIO < readings["fall_start"] < lr_max / MIN_RATIO
+    assert lr_min == readings["fall_start"]
     # LRMIN is where the fall starts: the loss there is still near its starting value.
-    i = lrs.index(lr_min) if lr_min in lrs else None
-    if i is not None:
-        assert losses[0] - losses[i] <= 0.06 * (losses[0] - min(losses))
+    i = lrs.index(lr_min)
+    assert losses[0] - losses[i] <= 0.06 * (losses[0] - min(losses))
 
 
 @pytest.mark.parametrize("shape", ["flat", "rising", "nan"])
