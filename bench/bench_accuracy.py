@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -228,7 +229,8 @@ def markdown(runs: list[dict], target: float) -> str:
 
     head = ("| pipeline | config | seed | device | torch | date | LRMIN | LRMAX | test @5 | @19 | final (24) | best "
             f"| held >= {target:.0%} from | val final | wall |")
-    lines = [f"Data: {runs[0]['data']}.", "", head, "|" + "---|" * (head.count("|") - 1)]
+    lines = [f"Data: {runs[0]['data']}.", "", *summary_table(runs, target), "", head,
+             "|" + "---|" * (head.count("|") - 1)]
     for r in runs:
         acc = r["test_accuracy"]
         at = {e: (acc[e - 1] if len(acc) >= e else None) for e in (5, 19)}
@@ -247,6 +249,30 @@ def markdown(runs: list[dict], target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def configurations(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The runs grouped by (pipeline, tag), in first-seen order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["pipeline"], r.get("tag", "")), []).append(r)
+    return groups
+
+
+def summary_table(runs: list[dict], target: float) -> list[str]:
+    """One row per configuration: the median over its seeds, and the range, of the @19 and final accuracies."""
+    def pct(values):
+        mid = 100 * statistics.median(values)
+        return f"{mid:.2f}" if len(values) == 1 else f"{mid:.2f} ({100 * min(values):.2f}-{100 * max(values):.2f})"
+
+    lines = ["| pipeline | config | seeds | median @19 (range) | median final (range) "
+             f"| seeds held >= {target:.0%} from @19 |", "|---|---|---|---|---|---|"]
+    for (pipeline, tag), group in configurations(runs).items():
+        at19 = [r["test_accuracy"][18] for r in group if len(r["test_accuracy"]) >= 19]
+        held = sum(1 for r in group if r["held_from"] is not None and r["held_from"] <= 19)
+        lines.append(f"| {pipeline} | {tag} | {', '.join(str(r['seed']) for r in group)} "
+                     f"| {pct(at19) if at19 else '—'} | {pct([r['final'] for r in group])} | {held} of {len(group)} |")
+    return lines
+
+
 def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -255,13 +281,14 @@ def plot(runs: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]  # one colour per configuration, one line style per seed
     seeds = sorted({r["seed"] for r in runs})
-    for r in runs:
-        style = "-" if r["pipeline"] == "ours" else "--"
-        acc = [100 * a for a in r["test_accuracy"]]
-        ax.plot(range(1, len(acc) + 1), acc, style, marker="o", markersize=3,
-                color=colours[seeds.index(r["seed"]) % len(colours)],
-                label=f"{'ours (Ignite)' if r['pipeline'] == 'ours' else 'plain loop'} {r.get('tag', '')} seed {r['seed']}")
+    for i, ((pipeline, tag), group) in enumerate(configurations(runs).items()):
+        for r in group:
+            acc = [100 * a for a in r["test_accuracy"]]
+            ax.plot(range(1, len(acc) + 1), acc, styles[seeds.index(r["seed"]) % len(styles)], marker="o",
+                    markersize=3, color=colours[i % len(colours)],
+                    label=f"{'ours (Ignite)' if pipeline == 'ours' else 'plain loop'} {tag} seed {r['seed']}")
     first = runs[0]
     ax.set(xlabel="epoch", ylabel="test accuracy (%)",
            title=f"{first['data']}: width {first.get('width', '?')}, {first['device']}, torch {first['torch']}, "
