@@ -52,15 +52,18 @@ def signal_self(run) -> None:
 
     at, delay = int(os.environ["ERA_TEST_SIGNAL_AT"]), float(os.environ.get("ERA_TEST_SIGNAL_DELAY", "0"))
     signum = getattr(signal, "SIG" + os.environ["ERA_TEST_SIGNAL"])
-    started = [0.0]
+    started = {}
+
+    def start_clock(_):
+        started["at"] = time.perf_counter()
 
     def send(_):
         if delay:  # a non-daemon timer: a run that ends first is still killed before the interpreter exits
-            threading.Timer(delay * (time.perf_counter() - started[0]), os.kill, (os.getpid(), signum)).start()
+            threading.Timer(delay * (time.perf_counter() - started["at"]), os.kill, (os.getpid(), signum)).start()
         else:
             os.kill(os.getpid(), signum)
 
-    run.trainer.add_event_handler(Events.ITERATION_STARTED(once=at), lambda _: started.__setitem__(0, time.perf_counter()))
+    run.trainer.add_event_handler(Events.ITERATION_STARTED(once=at), start_clock)
     run.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=at), send)
 
 
