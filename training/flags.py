@@ -9,6 +9,7 @@ from dataclasses import fields
 
 from core.cli import HelpFormatter, OneLineParser
 from engine.config import Config
+from engine.lr_finder import MAX_RATIO, MIN_RATIO
 
 
 def parse_args(argv=None) -> Config:
@@ -57,7 +58,9 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay (L2)")
     g.add_argument("--peak-epoch", type=float, default=d.peak_epoch,
                    help="epoch at whose end the LR peaks (fractional allowed); default: 5/24 of --epochs")
-    g.add_argument("--lr-min", type=float, default=d.lr_min, help="LRMIN; default: from the LR range test")
+    g.add_argument("--lr-min", type=float, default=d.lr_min,
+                   help="LRMIN; default: from the LR range test (where the loss starts to fall, kept between "
+                        f"LRMAX/{MAX_RATIO:g} and LRMAX/{MIN_RATIO:g})")
     g.add_argument("--lr-max", type=float, default=d.lr_max, help="LRMAX; default: from the LR range test")
     g.add_argument("--lr-find-only", action="store_true",
                    help="run only the LR range test: print LRMIN/LRMAX and every reading of the curve, save "
