@@ -166,3 +166,19 @@ def test_a_long_schedule_is_thinned_but_keeps_its_peak_and_ends():
     assert len(kept) <= MAX_POINTS + 2 and kept[0] == lrs[0] and kept[-1] == lrs[-1]
     assert max(kept, key=lambda p: p[1]) == lrs[490]
     assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0] and nice_ticks(1, 24, 6, integer=True)[:3] == [5, 10, 15]
+
+
+def test_the_readme_screenshot_leaves_out_the_dataset_images(report_run):
+    """docs/screenshot_report.py: the README's screenshot must not show dataset images (the repository may
+    not hold any): both grids become placeholder boxes; every other image of the page stays."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshot_report", REPO / "docs" / "screenshot_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    html = (report_run / "report.html").read_text()
+    redacted, count = module.redact(html)
+    assert count == 2 and html.count("<img") - redacted.count("<img") == 2
+    assert 'alt="misclassified test images' not in redacted and 'alt="Grad-CAM' not in redacted
+    assert "misclassified test images, epoch 2: dataset images, left out" in redacted
+    assert 'alt="LR range test' in redacted  # the plots stay
