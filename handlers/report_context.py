@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from engine.lr_finder import FALLBACK_DIV, MAX_RATIO, MIN_RATIO
 from handlers.console import format_duration
 from handlers.report_charts import COLORS, Chart, Series, render
 
@@ -129,7 +130,8 @@ def lr_source(config: dict, resumed: bool, rule: str | None) -> str:
 
 def suggestion_rows(finder: dict | None) -> list[dict]:
     """Every reading of the range-test curve, saying which set LRMAX and LRMIN, and how LRMIN was then kept in
-    range (engine/lr_finder.py: LRMAX/100 <= LRMIN <= LRMAX/2, or LRMAX/25 when the curve shows no fall)."""
+    range (engine/lr_finder.py: LRMAX/MAX_RATIO <= LRMIN <= LRMAX/MIN_RATIO, or LRMAX/FALLBACK_DIV when the curve
+    shows no fall)."""
     if not finder:
         return []
     labels = {"steepest": "steepest fall", "valley": "valley (fastai)", "minimum": "minimum / 10",
@@ -144,9 +146,9 @@ def suggestion_rows(finder: dict | None) -> list[dict]:
             if lr is not None and math.isclose(lr, chosen_min, rel_tol=1e-9):
                 use = "LRMIN"
             elif lr is None or lr >= chosen_max:
-                use = f"LRMIN = LRMAX/25 = {chosen_min:.3g} instead (no fall below LRMAX)"
+                use = f"LRMIN = LRMAX/{FALLBACK_DIV:g} = {chosen_min:.3g} instead (no fall below LRMAX)"
             else:
-                side = "raised to LRMAX/100" if lr < chosen_min else "lowered to LRMAX/2"
+                side = f"raised to LRMAX/{MAX_RATIO:g}" if lr < chosen_min else f"lowered to LRMAX/{MIN_RATIO:g}"
                 use = f"LRMIN, {side} = {chosen_min:.3g}"
         rows.append({"rule": labels.get(name, name), "lr": "-" if lr is None else f"{lr:.3g}", "use": use})
     return rows

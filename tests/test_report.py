@@ -125,6 +125,11 @@ def test_a_clipped_lrmin_is_explained():
     assert uses == {"steepest fall": "LRMAX", "valley (fastai)": "", "minimum / 10": "",
                     "the loss starts to fall": "LRMIN, raised to LRMAX/100 = 0.0001"}
 
+    # CIFAR-10's case: the fall starts only 3 times below LRMAX, so LRMIN is lowered to LRMAX/25.
+    finder = dict(finder, lr_min=4e-4, suggestions={"steepest": 1e-2, "fall_start": 3.3e-3})
+    uses = {r["rule"]: r["use"] for r in suggestion_rows(finder)}
+    assert uses["the loss starts to fall"] == "LRMIN, lowered to LRMAX/25 = 0.0004"
+
 
 def test_the_template_ships_with_the_package():
     cfg = configparser.ConfigParser()
