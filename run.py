@@ -147,7 +147,14 @@ def run_spawned_process(local_rank: int, config: Config) -> None:
     try:
         run_process(local_rank, config)
     except UserError as e:
-        sys.exit(report_user_error(e, config.debug))
+        code = report_user_error(e, config.debug)
+        # Leave at once, without the interpreter's teardown: destroying the gloo process group while the other
+        # processes are leaving too can abort (SIGABRT), and the launcher would then report a crash instead
+        # of this exit status. Nothing is left to save on this path; the logs and the one line are flushed.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def main(argv=None) -> int:
