@@ -23,6 +23,20 @@ PLACEHOLDER = ('<div style="background:#e5e7eb;color:#374151;padding:24px;border
                "[{alt}: dataset images, left out of this screenshot]</div>")
 
 
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def screenshot(chromium: str, page: Path, png: Path, width: int = 1200, height: int = 4500) -> None:
+    """Render `page` in headless Chromium (a throwaway profile, nothing fetched from the network) into `png`."""
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", "--hide-scrollbars", f"--screenshot={png}",
+                        f"--window-size={width},{height}", page.resolve().as_uri()],
+                       capture_output=True, timeout=120)  # its exit status varies; the PNG is what counts
+
+
 def redact(html: str) -> tuple[str, int]:
     """The page with every dataset-image grid replaced by a placeholder box; and how many were replaced."""
     return DATASET_IMAGES.subn(lambda m: PLACEHOLDER.format(alt=m.group(1)), html)
@@ -35,7 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=1200)
     p.add_argument("--height", type=int, default=4500)
     args = p.parse_args(argv)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    chromium = find_chromium()
     page = args.run_dir / "report.html"
     if chromium is None or not page.is_file():
         print(f"error: {'no chromium on PATH' if chromium is None else f'no report.html in {args.run_dir}'}",
@@ -45,13 +59,9 @@ def main(argv=None) -> int:
     copy = args.run_dir / ".report.redacted.html"  # beside the original, so the page's relative links resolve
     copy.write_text(html)
     try:
-        with tempfile.TemporaryDirectory() as profile, tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             shot = Path(tmp) / "shot.png"
-            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                            f"--user-data-dir={profile}", "--hide-scrollbars", f"--screenshot={shot}",
-                            f"--window-size={args.width},{args.height}", copy.resolve().as_uri()],
-                           capture_output=True, timeout=120, check=True)
+            screenshot(chromium, copy, shot, args.width, args.height)
             from PIL import Image
 
             Image.open(shot).convert("RGB").quantize(colors=256).save(args.png, optimize=True)
