@@ -144,17 +144,13 @@ def run_spawned_process(local_rank: int, config: Config) -> None:
     """[dist] run_process in a process idist.Parallel spawned: a UserError becomes rank 0's one line
     and exit status USER_ERROR_EXIT, which the launcher passes on (a traceback would only repeat it)."""
     configure_logging(config.debug)
+    from core.distributed import leave_spawned_process
+
     try:
         run_process(local_rank, config)
     except UserError as e:
-        code = report_user_error(e, config.debug)
-        # Leave at once, without the interpreter's teardown: destroying the gloo process group while the other
-        # processes are leaving too can abort (SIGABRT), and the launcher would then report a crash instead
-        # of this exit status. Nothing is left to save on this path; the logs and the one line are flushed.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        leave_spawned_process(report_user_error(e, config.debug))
+    leave_spawned_process(0)
 
 
 def main(argv=None) -> int:

@@ -105,3 +105,19 @@ def broadcast_buffers_from_rank0(module: nn.Module) -> None:
         return
     for buffer in module.buffers():
         buffer.copy_(idist.broadcast(buffer, src=0))
+
+
+def leave_spawned_process(code: int = 0) -> None:
+    """[dist] End a process that idist.Parallel spawned, at once: flush the logs and the output, then
+    os._exit. The interpreter's own teardown destroys gloo's process group and its threads while the other
+    processes are leaving too, and that can abort (SIGABRT, seen in CI after successful runs and after user
+    errors alike); the launcher then reports a crash instead of `code`. Call it after the final barrier, with
+    every file closed: nothing after this runs."""
+    import logging
+    import os
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

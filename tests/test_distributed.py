@@ -17,7 +17,7 @@ from torch import nn
 from data.datasets import load_dataset
 from data.loaders import UnpaddedShardSampler, cpu_loaders
 from engine.config import Config
-from core.distributed import check_batch_split, free_port, plan_launch, unwrap
+from core.distributed import check_batch_split, free_port, leave_spawned_process, plan_launch, unwrap
 from core.errors import UserError
 from engine.trainer import create_evaluator
 from models import CustomResNet
@@ -120,7 +120,8 @@ def _train_two_ranks(local_rank: int, config: Config, out: str) -> None:
         torch.save({"state": run_.module.state_dict(), "metrics": dict(run_.evaluator.state.metrics),
                     "rank_lrs": bounds, "weight_gap": float((weights[0] - weights[1]).abs().max())},
                    Path(out) / "rank0.pt")
-    idist.barrier()  # leave together, as run.py's processes do (gloo can abort in a staggered teardown)
+    idist.barrier()  # leave together, and at once, as run.py's processes do (gloo can abort in its teardown)
+    leave_spawned_process(0)
 
 
 def test_range_test_bounds_and_test_metrics_agree_across_ranks(tmp_path):
