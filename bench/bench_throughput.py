@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Training throughput, in one process on `fake` CIFAR-shaped data:
 
-  (a) the project's trainer (build_run: Ignite Engine, One Cycle, metrics, history, outputs) with the GPU data path
-  (b) a hand-written PyTorch loop with the same math: model, fused Adam, One Cycle LRs, precision, GPU data path
+  (a) the project's trainer (build_run: Ignite Engine, One Cycle, metrics, history, outputs), with run.py's
+      data path and speed settings for the device unless --augment / --amp / --channels-last say otherwise
+  (b) a hand-written PyTorch loop with the same math, settings and data path: model, Adam, One Cycle LRs
   (c) the seed's pipeline style: albumentations in a torch DataLoader with workers, fp32, a `.item()` per step
 
 Images/s = train images / median train-epoch seconds, the first epoch (warm-up, compilation) left out.
@@ -13,6 +14,7 @@ test pass each): projected to 50,000/10,000 images from the median epochs, and m
 (a)'s run; it is the recipe itself only with --epochs 24 at full size).
 Full size on CUDA: python bench/bench_throughput.py
 Small on CPU:   python bench/bench_throughput.py --device cpu --width 16 --train-size 1024 --epochs 3
+Today's CPU path before the fast path: add --augment albumentations --no-amp --no-channels-last
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from training.builder import build_run  # noqa: E402
 from training.components import resolve_device  # noqa: E402
 from engine.config import Config  # noqa: E402
 from engine.schedule import one_cycle_milestones  # noqa: E402
-from engine.trainer import StepSpeed  # noqa: E402
+from engine.trainer import StepSpeed, to_device  # noqa: E402
 from models import CustomResNet  # noqa: E402
 
 RECIPE_EPOCHS, CIFAR_TRAIN, CIFAR_TEST = 24, 50_000, 10_000
@@ -117,13 +119,19 @@ def one_cycle_lrs(iters_per_epoch: int, cfg: Config) -> np.ndarray:
     return np.interp(np.arange(iters_per_epoch * cfg.epochs), steps, values)
 
 
-def raw_loop_epochs(cfg: Config, data, device: torch.device, speed: StepSpeed, result: dict):
-    """(b): the trainer's math by hand; metrics on the device, read and NaN-checked once per epoch.
+def same_data_path(cfg: Config, data, device: torch.device, speed: StepSpeed):
+    """(train, test) loaders of the data path (a) uses: batched tensor augmentation, or albumentations workers."""
+    if cfg.augment == "batched":
+        return gpu_loaders(data, cfg.batch_size, cfg.seed, device, channels_last=speed.channels_last)
+    return cpu_loaders(data, cfg.batch_size, cfg.workers, cfg.seed)
 
-    A generator that runs one epoch per next(); times go into `result`.
+
+def raw_loop_epochs(cfg: Config, data, device: torch.device, speed: StepSpeed, result: dict):
+    """(b): the trainer's math by hand, on (a)'s data path; metrics on the device, read and NaN-checked
+    once per epoch. A generator that runs one epoch per next(); times go into `result`.
     """
     model, optimizer = new_model_and_optimizer(cfg, data, device, speed, fused=device.type == "cuda")
-    train, test = gpu_loaders(data, cfg.batch_size, cfg.seed, device, channels_last=speed.channels_last)
+    train, test = same_data_path(cfg, data, device, speed)
     lrs, loss_fn, forward = one_cycle_lrs(len(train), cfg), nn.CrossEntropyLoss(), speed.forward_of(model)
     train_s, test_s, it = result.setdefault("train_s", []), result.setdefault("test_s", []), 0
     for epoch in range(cfg.epochs):
@@ -135,6 +143,7 @@ def raw_loop_epochs(cfg: Config, data, device: torch.device, speed: StepSpeed, r
         correct = torch.zeros((), dtype=torch.int64, device=device)
         losses = []
         for x, y in train:
+            x, y = to_device((x, y), device, speed.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = float(lrs[it])
             it += 1
@@ -156,6 +165,7 @@ def raw_loop_epochs(cfg: Config, data, device: torch.device, speed: StepSpeed, r
         test_correct = torch.zeros((), dtype=torch.int64, device=device)
         with torch.no_grad(), speed.autocast(device):
             for x, y in test:
+                x, y = to_device((x, y), device, speed.channels_last)
                 test_correct += (forward(x).argmax(1) == y).sum()
         result["last_test_accuracy"] = int(test_correct) / len(data.test_y)
         test_s.append(time.perf_counter() - t0)
@@ -206,8 +216,13 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--epochs", type=int, default=RECIPE_EPOCHS, help="epochs of (a) and (b); the first is warm-up")
     p.add_argument("--seed-epochs", type=int, default=3, help="epochs of (c); the first is warm-up")
-    p.add_argument("--workers", type=int, default=8, help="DataLoader workers of (c)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
+    p.add_argument("--workers", type=int, default=Config.workers,
+                   help="DataLoader workers of (c), and of (a) and (b) on the albumentations data path")
+    p.add_argument("--augment", choices=["batched", "albumentations"], default=Config.augment,
+                   help="data path of (a) and (b): as run.py's --augment")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: as run.py's")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: as run.py's")
     p.add_argument("--compile", action="store_true", help="torch.compile in (a) and (b)")
     p.add_argument("--skip-seed-style", action="store_true", help="leave out (c)")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -220,14 +235,16 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = Config(dataset="fake", subset=None if args.train_size >= CIFAR_TRAIN else args.train_size,
                      width=args.width, batch_size=args.batch_size, epochs=args.epochs, lr_min=LR_MIN,
-                     lr_max=LR_MAX, workers=args.workers, device=str(device), augment="gpu", amp=args.amp,
-                     compile=args.compile, progress=False, output_dir=out).validate()
-        speed = StepSpeed.for_device(device, cfg.amp, cfg.compile)
+                     lr_max=LR_MAX, workers=args.workers, device=str(device), augment=args.augment, amp=args.amp,
+                     channels_last=args.channels_last, compile=args.compile, progress=False,
+                     output_dir=out).validate()
+        speed = StepSpeed.for_device(device, cfg.amp, cfg.channels_last, cfg.compile)
         data = load_dataset("fake", subset=cfg.subset, seed=cfg.seed)
         n_train, n_test = len(data.train_y), len(data.test_y)
         print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
               f"torch {torch.__version__}, threads {torch.get_num_threads()}, width {cfg.width}, "
-              f"train {n_train}, test {n_test}, batch {cfg.batch_size}, {speed}", flush=True)
+              f"train {n_train}, test {n_test}, batch {cfg.batch_size}, {speed.describe()}, "
+              f"data path {cfg.augment}", flush=True)
         raw = {}
         # (a) and (b) run interleaved in one process, so their peak is one figure: both models,
         # optimizers and device-resident datasets are held at once.
@@ -257,6 +274,7 @@ def main(argv=None) -> dict:
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "width": cfg.width, "train_size": n_train, "test_size": n_test,
         "batch_size": cfg.batch_size, "epochs": args.epochs, "amp": speed.amp, "channels_last": speed.channels_last,
+        "augment": cfg.augment, "workers": cfg.workers, "threads": torch.get_num_threads(),
         "compile": speed.compile, "images_per_s": rate,
         "ratio_a_b": rate["a"] / rate["b"],
         # Each of a's epochs against the b epoch run right after it: steadier on a machine whose speed drifts.
@@ -267,7 +285,7 @@ def main(argv=None) -> dict:
         "a_measured_wall_s": a["wall_s"], "a_measured_is_full_recipe": is_recipe,
         "peak_gpu_memory_mib": peak, "epoch_seconds": results,
     }
-    for k, label in (("a", "project trainer (Ignite), GPU data path"), ("b", "raw PyTorch loop, same math"),
+    for k, label in (("a", "project trainer (Ignite)"), ("b", "raw PyTorch loop, same math and data"),
                      ("c", "seed style: albumentations + DataLoader workers, fp32")):
         if k in rate:
             print(f"({k}) {label:55s} {rate[k]:12,.0f} images/s")

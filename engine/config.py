@@ -13,6 +13,11 @@ from engine.lr_rules import LRMAX_RULES
 
 # The recipe puts the One Cycle peak at epoch 5 of 24; other lengths keep the same fraction.
 PEAK_FRACTION = 5 / 24
+# Data paths (--augment): the same augmentation either as batched tensor ops on the training device
+# (data/gpu_loader.py) or per image by albumentations in DataLoader workers (data/loaders.py).
+AUGMENT_PATHS = ("batched", "albumentations")
+# Earlier names, still read (command lines and config.yaml files of older runs).
+AUGMENT_ALIASES = {"auto": "batched", "gpu": "batched", "cpu": "albumentations"}
 
 
 @dataclass
@@ -27,7 +32,7 @@ class Config:
     cache_dir: str | None = None         # folder: decoded-image cache; None: $ERA_S10_CACHE or ~/.cache/era_s10
     cache: bool = True                   # folder: read/write the decoded-image cache
     workers: int = 2
-    augment: str = "auto"                # auto (gpu on CUDA, else cpu) | gpu | cpu
+    augment: str = "batched"             # batched (tensor ops on the device) | albumentations (DataLoader workers)
     # model
     width: int = 64                      # 64 is the assignment's network; smaller for quick tests
     # recipe
@@ -50,7 +55,8 @@ class Config:
     target_epoch: int = 19
     progress: bool = True                # a bar on a terminal; False: one line per epoch (handlers/console.py)
     # speed
-    amp: bool | None = None              # bf16 autocast; None: on for CUDA (never on CPU)
+    amp: bool | None = None              # bf16 autocast; None: on for CUDA and for CPUs with native bf16
+    channels_last: bool | None = None    # NHWC activations; None: on for CUDA and CPU
     compile: bool = False                # torch.compile the model's forward
     nan_check_every: int = 0             # also check the loss every N iterations (0: once per epoch)
     # evaluation
@@ -66,6 +72,9 @@ class Config:
     # reliability
     overwrite: bool = False              # replace the earlier run's outputs in --output-dir (handlers/run_dir.py)
     debug: bool = False                  # show the traceback of a UserError too
+
+    def __post_init__(self):
+        self.augment = AUGMENT_ALIASES.get(self.augment, self.augment)
 
     @property
     def resolved_peak_epoch(self) -> float:
@@ -110,8 +119,8 @@ class Config:
             bad("--lr-rule", f"unknown rule {self.lr_rule!r}: choose {', '.join(LRMAX_RULES)}")
         if self.device not in ("auto", "cpu", "cuda"):
             bad("--device", f"unknown device {self.device!r}: choose auto, cpu or cuda")
-        if self.augment not in ("auto", "gpu", "cpu"):
-            bad("--augment", f"unknown data path {self.augment!r}: choose auto, gpu or cpu")
+        if self.augment not in AUGMENT_PATHS:
+            bad("--augment", f"unknown data path {self.augment!r}: choose {' or '.join(AUGMENT_PATHS)}")
         if self.nan_check_every < 0:
             bad("--nan-check-every", f"{self.nan_check_every} must be 0 (once per epoch) or more")
         if not 0 < self.target <= 1:

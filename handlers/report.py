@@ -143,7 +143,7 @@ class RunReport:
         finder = _read_json(out / "lr_finder.json")
         data = {"train": len(run.data.train_y), "val": len(run.data.val_y) if run.data.has_val else 0,
                 "test": len(run.data.test_y), "classes": run.data.num_classes}
-        augment = "gpu" if isinstance(run.train_loader, GpuTrainLoader) else "cpu"
+        augment = "batched" if isinstance(run.train_loader, GpuTrainLoader) else "albumentations"
         resumed = bool(run.summary_extra.get("resumed_from"))
         planned = list(zip(getattr(run.scheduler, "milestones", []), getattr(run.scheduler, "values", [])))
         head, body = history_table(rows)
@@ -204,8 +204,7 @@ class RunReport:
             self._environment = [
                 ("Python", f"{platform.python_version()} ({sys.platform})"), ("Packages", versions),
                 ("Device", device), ("Seeds", f"--seed {cfg.seed}, --data-seed {cfg.data_seed}"),
-                ("Speed settings", f"amp {'on' if run.device.type == 'cuda' and cfg.amp is not False else 'off'}, "
-                                   f"compile {'on' if cfg.compile else 'off'}, --workers {cfg.workers}"),
+                ("Speed settings", f"{run.speed.describe()}, --workers {cfg.workers}"),
                 ("Output folder", str(Path(run.output_dir).resolve())),
             ]
             if run.summary_extra.get("resumed_from"):

@@ -108,8 +108,8 @@ def config_rows(config: dict, data: dict, params: int, lr_source: str, lr_min: f
         ("LRMIN / LRMAX", "from an LR range test", f"{lr_min:.3g} / {lr_max:.3g}: {lr_source}",
          config["lr_min"] is not None or config["lr_max"] is not None),
         ("Augmentation", "RandomCrop 32 (padding 4), FlipLR, CutOut 8x8",
-         "the same, " + ("as batched tensor ops on the device (--augment gpu)" if augment == "gpu"
-                         else "by albumentations, image by image (--augment cpu)"), False),
+         "the same, " + ("as batched tensor ops on the device (--augment batched)" if augment == "batched"
+                         else "by albumentations, image by image (--augment albumentations)"), False),
         ("Goal", f"{target_text(ASSIGNMENT['target'])} test accuracy from epoch {ASSIGNMENT['target_epoch']} on",
          f"{target_text(config['target'])} test accuracy from epoch {config['target_epoch']} on",
          (config["target"], config["target_epoch"]) != (ASSIGNMENT["target"], ASSIGNMENT["target_epoch"])),

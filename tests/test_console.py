@@ -57,5 +57,5 @@ def test_help_shows_no_default_for_switches(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "--no-progress print one line per epoch instead of a progress bar" in text
     assert "(default: True)" not in text and "(default: False)" not in text and "(default: None)" not in text
-    assert "--workers N DataLoader worker processes of the cpu data path (default: 2)" in text  # other defaults still shown
+    assert "--workers N DataLoader worker processes of the albumentations data path (--augment) (default: 2)" in text  # other defaults still shown
     assert "(default: [])" not in text

@@ -147,24 +147,16 @@ def test_channels_last_batches():
         assert x.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_step_speed_uses_amp_and_channels_last_only_on_cuda():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert StepSpeed.for_device(cpu, amp=True) == StepSpeed()
-    assert StepSpeed.for_device(cuda) == StepSpeed(amp=True, channels_last=True)
-    assert StepSpeed.for_device(cuda, amp=False) == StepSpeed(amp=False, channels_last=True)
-    assert StepSpeed.for_device(cpu, compile=True).compile
-
-
 def test_run_with_the_gpu_data_path(tmp_path):
     from run import main
 
     out = tmp_path / "run"
     rc = main(["--dataset", "fake", "--subset", "64", "--width", "8", "--batch-size", "32", "--epochs", "2",
                "--lr-min", "1e-3", "--lr-max", "1e-2", "--workers", "0", "--no-progress", "--device", TEST_DEVICE,
-               "--augment", "gpu", "--nan-check-every", "2", "--output-dir", str(out)])
+               "--augment", "batched", "--nan-check-every", "2", "--output-dir", str(out)])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["augment"] == "gpu" and len(summary["history"]) == 2
+    assert summary["config"]["augment"] == "batched" and len(summary["history"]) == 2
     assert all(np.isfinite(row["train_loss"]) and 0 <= row["test_accuracy"] <= 1 for row in summary["history"])
 
 

@@ -108,10 +108,10 @@ def test_the_defaults_are_the_assignment_and_a_small_run_is_flagged():
                                                                        if k != "peak_epoch"}
     assert Config().resolved_peak_epoch == ASSIGNMENT["peak_epoch"]
     cifar = {"train": 50_000, "val": 0, "test": 10_000, "classes": 10}
-    rows = config_rows(config, cifar, 6_573_130, "range test", 1e-4, 1e-2, "gpu")
+    rows = config_rows(config, cifar, 6_573_130, "range test", 1e-4, 1e-2, "batched")
     assert not any(r["differs"] for r in rows)
     small = dict(config, width=8, epochs=4, dataset="fake")
-    flagged = {r["setting"] for r in config_rows(small, cifar, 1000, "range test", 1e-4, 1e-2, "cpu") if r["differs"]}
+    flagged = {r["setting"] for r in config_rows(small, cifar, 1000, "range test", 1e-4, 1e-2, "albumentations") if r["differs"]}
     assert flagged == {"Data", "Model", "Epochs", "One Cycle peak"}
 
 

@@ -4,6 +4,7 @@ LR range test that reads LRMIN and LRMAX from them. `training.builder.build_run`
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from data.gpu_loader import GpuTestLoader, gpu_loaders
 from data.loaders import cpu_eval_loader, cpu_loaders
 from engine.config import Config
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
-from engine.trainer import StepSpeed
+from engine.trainer import StepSpeed, cpu_has_native_bf16
 from handlers.outputs import write_atomic
 from handlers.plots import save_lr_finder_plot
 from models import CustomResNet
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,17 +37,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_augment(name: str, device: torch.device) -> str:
-    """auto -> gpu on CUDA (a per-image CPU pipeline cannot feed the GPU), cpu elsewhere."""
-    if name == "auto":
-        return "gpu" if device.type == "cuda" else "cpu"
-    return name
-
-
 def build_loaders(config: Config, data: ImageData, device: torch.device, speed: StepSpeed):
     """(train, test, validation or None) loaders of the data path config.augment chooses."""
     rank, world_size = idist.get_rank(), idist.get_world_size()
-    if resolve_augment(config.augment, device) == "gpu":
+    if config.augment == "batched":
         # [dist] --batch-size is the global batch: each rank takes its share, as idist.auto_dataloader
         # gives the CPU path, so an epoch has the one-process number of steps (the One Cycle is built
         # from it) and rank r's batch i holds the rank-r positions of the one-process batch i.
@@ -116,7 +112,10 @@ def build_components(config: Config) -> Components:
         data = load_dataset(config.dataset, config.data_dir, config.subset, config.seed,
                             val_split=config.val_split, split_seed=config.data_seed, resize=config.resize,
                             cache_dir=config.cache_dir, use_cache=config.cache)
-    speed = StepSpeed.for_device(device, config.amp, config.compile)
+    speed = StepSpeed.for_device(device, config.amp, config.channels_last, config.compile)
+    if speed.amp and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("--amp on a CPU without native bf16 (AVX-512 BF16 or AMX): bf16 is emulated there and "
+                    "runs about 10x slower than fp32; leave --amp out for fp32")
     model = CustomResNet(num_classes=data.num_classes, width=config.width).to(
         device, memory_format=torch.channels_last if speed.channels_last else torch.preserve_format)
     model = wrap_model(model, device)

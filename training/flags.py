@@ -8,7 +8,7 @@ import argparse
 from dataclasses import fields
 
 from core.cli import HelpFormatter, OneLineParser
-from engine.config import Config
+from engine.config import AUGMENT_ALIASES, AUGMENT_PATHS, Config
 from engine.lr_finder import MAX_RATIO, MIN_RATIO
 
 
@@ -47,10 +47,13 @@ def parse_args(argv=None) -> Config:
     g.add_argument("--no-cache", dest="cache", action="store_false",
                    help="folder: decode every image on every run, and write no cache")
     g.add_argument("--workers", type=int, default=d.workers, metavar="N",
-                   help="DataLoader worker processes of the cpu data path")
-    g.add_argument("--augment", choices=["auto", "gpu", "cpu"], default=d.augment,
-                   help="data path: gpu (dataset on the device, batched augmentation there; also runs on "
-                        "CPU), cpu (albumentations in DataLoader workers); auto: gpu on CUDA, else cpu")
+                   help="DataLoader worker processes of the albumentations data path (--augment)")
+    g.add_argument("--augment", choices=[*AUGMENT_PATHS, *AUGMENT_ALIASES], default=d.augment,
+                   metavar="{" + ",".join(AUGMENT_PATHS) + "}",
+                   help="data path, the same augmentation either way: batched (the dataset on the training "
+                        "device, each batch augmented by a few tensor ops; fastest on CUDA and CPU alike) or "
+                        "albumentations (image by image in --workers DataLoader processes). Older names: "
+                        "gpu = auto = batched, cpu = albumentations")
     g = p.add_argument_group("recipe")
     g.add_argument("--epochs", type=int, default=d.epochs, metavar="N", help="length of the One Cycle run")
     g.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
@@ -90,7 +93,11 @@ def parse_args(argv=None) -> Config:
                         "--batch-size stays the global batch. Under torchrun, leave this out")
     g = p.add_argument_group("speed")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
-                   help="bf16 autocast; default: on for CUDA; never used on CPU")
+                   help="bf16 autocast; default: on for CUDA, and on a CPU with native bf16 (AVX-512 BF16 or "
+                        "AMX); off elsewhere (emulated bf16 is about 10x slower than fp32)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
+                   help="channels_last (NHWC) memory layout for the model and batches; default: on for CUDA "
+                        "and CPU (faster convolutions)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow first epoch)")
     g.add_argument("--nan-check-every", type=int, default=d.nan_check_every, metavar="N",
                    help="stop on a NaN/inf loss, checked at each epoch end and, if N > 0, every N iterations")
