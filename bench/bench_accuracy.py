@@ -4,10 +4,13 @@
   ours   `python run.py --dataset folder --data-dir DIR --width W --device D --seed S [flags after --]`:
          the recipe as a user runs it, LR range test included.
   plain  the assignment written the way a typical solution is: albumentations in DataLoader workers,
-         Adam, torch's OneCycleLR(max_lr=LRMAX, pct_start=5/24, div_factor=100, final_div_factor=100,
-         three_phase=False, anneal_strategy="linear") stepped every batch (it ends at LRMAX/10,000),
-         `.item()` every step, a test pass every epoch; the same network, augmentations, batch and
-         weight decay, and LRMAX from our range test of the same seed.
+         Adam, torch-lr-finder's range test (start 1e-7, end 10, 200 iterations, exponential) and its
+         suggestion (steepest gradient of the smoothed curve) as LRMAX, then torch's OneCycleLR(max_lr=LRMAX,
+         pct_start=5/24, div_factor=100, final_div_factor=100, three_phase=False, anneal_strategy="linear")
+         stepped every batch (it ends at LRMAX/10,000), `.item()` every step, a test pass every epoch; the
+         same network (and initialisation), augmentations, batch and weight decay. `--plain-lr-from ours`
+         takes LRMAX from our range test of the same seed instead (how the runs before 2026-12 were made).
+         The model and batches are channels_last (no change to the math; faster on CPU and GPU).
 
 Each run writes OUT/<pipeline>-<tag>-seed<S>.json (a run whose file exists is not run again, so an
 interrupted benchmark continues); then OUT/results.json, OUT/results.md (tables that paste into
@@ -51,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--val-split", type=float, default=0.0, help="passed to ours: tune on validation, not test")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (both pipelines, CPU data path)")
     p.add_argument("--plain-weight-decay", type=float, help="default: the weight decay our run used")
+    p.add_argument("--plain-lr-from", choices=["torch-lr-finder", "ours"], default="torch-lr-finder",
+                   help="where the plain loop's LRMAX comes from: its own range test, or ours")
+    p.add_argument("--plain-finder-iters", type=int, default=200, help="iterations of the plain loop's range test")
     p.add_argument("--tag", default="default", help="names this configuration in the file names and tables")
     p.add_argument("--target", type=float, default=0.90)
     p.add_argument("--out", required=True, help="folder for the run files, tables and plot")
@@ -138,8 +144,27 @@ def _flag_value(flags: list[str], name: str, default: float) -> float:
     return float(flags[flags.index(name) + 1]) if name in flags else default
 
 
-def run_plain(args, data_dir: Path, seed: int, lr_max: float, weight_decay: float) -> dict:
-    """The typical solution's loop: nothing of engine/ or handlers/, only the model and the augmentations."""
+def torch_lr_finder_max_lr(model, optimizer, criterion, loader, device, num_iter: int = 200) -> float:
+    """The typical solution's LRMAX: torch-lr-finder's range test and its suggested (steepest) LR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torch_lr_finder import LRFinder
+
+    finder = LRFinder(model, optimizer, criterion, device=device)
+    finder.range_test(loader, start_lr=1e-7, end_lr=10, num_iter=num_iter, step_mode="exp")
+    fig, ax = plt.subplots()
+    _, suggested = finder.plot(suggest_lr=True, ax=ax)  # skip_start=10, skip_end=5, as its docs run it
+    plt.close(fig)
+    finder.reset()  # the model and optimizer as they were
+    return float(suggested)
+
+
+def run_plain(args, data_dir: Path, seed: int, lr_max: float | None, weight_decay: float) -> dict:
+    """The typical solution's loop: nothing of engine/ or handlers/, only the model and the augmentations.
+
+    lr_max None: read it with torch-lr-finder first (torch_lr_finder_max_lr)."""
     import numpy as np
     import torch
     from torch import nn
@@ -168,19 +193,24 @@ def run_plain(args, data_dir: Path, seed: int, lr_max: float, weight_decay: floa
                               pin_memory=device.type == "cuda")
     test_loader = DataLoader(AlbumentationsDataset(data.test_x, data.test_y, test_transform(data.mean, data.std)),
                              batch_size=512, shuffle=False, num_workers=args.workers)
-    model = CustomResNet(num_classes=10, width=args.width).to(device)
+    model = CustomResNet(num_classes=10, width=args.width).to(device, memory_format=torch.channels_last)
+    criterion = nn.CrossEntropyLoss()
+    t0 = time.perf_counter()
+    if lr_max is None:
+        finder_optimizer = torch.optim.Adam(model.parameters(), lr=1e-7, weight_decay=weight_decay)
+        lr_max = torch_lr_finder_max_lr(model, finder_optimizer, criterion, train_loader, device,
+                                        args.plain_finder_iters)
+        print(f"plain seed {seed}: torch-lr-finder suggests {lr_max:.3g}", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr_max / 100, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr_max, steps_per_epoch=len(train_loader), epochs=args.epochs, pct_start=5 / 24,
         div_factor=100, final_div_factor=100, three_phase=False, anneal_strategy="linear")
-    criterion = nn.CrossEntropyLoss()
     test_acc, train_acc = [], []
-    t0 = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         model.train()
         correct = processed = 0
         for x, y in train_loader:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             optimizer.zero_grad()
             logits = model(x)
             loss = criterion(logits, y)
@@ -195,14 +225,14 @@ def run_plain(args, data_dir: Path, seed: int, lr_max: float, weight_decay: floa
         correct = 0
         with torch.no_grad():
             for x, y in test_loader:
-                correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+                correct += (model(x.to(device, memory_format=torch.channels_last)).argmax(1) == y.to(device)).sum().item()
         test_acc.append(correct / len(data.test_y))
         print(f"plain seed {seed} epoch {epoch}: lr {lr_used:.3e} loss {loss.item():.4f} "
               f"train {train_acc[-1]:.4f} test {test_acc[-1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return {"pipeline": "plain", "seed": seed, "lr_min": lr_max / 100, "lr_max": lr_max,
             "lr_final": lr_used, "weight_decay": weight_decay, "test_accuracy": test_acc,
             "val_accuracy": None, "train_accuracy": train_acc, "wall_s": time.perf_counter() - t0,
-            "train_s": time.perf_counter() - t0, "flags": [],
+            "train_s": time.perf_counter() - t0, "flags": [], "lr_from": args.plain_lr_from,
             **environment(torch.cuda.get_device_name() if device.type == "cuda" else "cpu")}
 
 
@@ -319,7 +349,12 @@ def main(argv=None) -> None:
                 if pipeline == "ours":
                     result = run_ours(args, data_dir, seed, out)
                 else:
-                    lr_max, weight_decay = lr_max_for(args, data_dir, seed, out)
+                    if args.plain_lr_from == "ours":
+                        lr_max, weight_decay = lr_max_for(args, data_dir, seed, out)
+                    else:
+                        from engine.config import Config
+
+                        lr_max, weight_decay = None, _flag_value(args.extra, "--weight-decay", Config().weight_decay)
                     if args.plain_weight_decay is not None:
                         weight_decay = args.plain_weight_decay
                     result = run_plain(args, data_dir, seed, lr_max, weight_decay)

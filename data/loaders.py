@@ -1,47 +1,54 @@
 """The CPU data path: albumentations per image in a torch DataLoader (ignite's auto_dataloader)."""
 from __future__ import annotations
 
+import random
+
 import ignite.distributed as idist
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, get_worker_info
+from torch.utils.data import Dataset, DistributedSampler
 
 from data.datasets import ImageData
 from data.transforms import test_transform, train_transform
 
 
 class AugmentedArrayDataset(Dataset):
-    """(image, label) pairs from uint8 arrays, each image passed through an albumentations transform."""
+    """(image, label) pairs from uint8 arrays, each image passed through an albumentations transform.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+    Each image's random draws come from a generator of its own, seeded by (epoch seed, index): an image is
+    augmented the same way whichever DataLoader worker (and however many) loads it, so a seed gives the
+    same batches with --workers 0, 1 or 2. All the transforms of one image share that generator
+    (albumentations' set_random_state), so their draws are independent of each other.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, seed: int | None = None):
         self.images, self.labels, self.transform = images, labels, transform
+        self.seed = seed  # None: the transform's own stream (the evaluation transform draws nothing)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
+        if self.seed is not None:
+            entropy = (self.seed, int(i))
+            self.transform.set_random_state(np.random.default_rng(entropy), random.Random(hash(entropy)))
         return self.transform(image=self.images[i])["image"], int(self.labels[i])
 
     def reseed(self, seed: int) -> None:
-        self.transform.set_random_seed(seed)
-
-
-def _reseed_worker(worker_id: int) -> None:
-    # Each worker gets a copy of the transform with the same seed; give each its own stream,
-    # derived from the loader's generator (torch.initial_seed() = base_seed + worker_id).
-    get_worker_info().dataset.reseed(torch.initial_seed() % 2**32)
+        self.seed = seed
 
 
 class SeedableLoader:
-    """A train DataLoader whose shuffle order and augmentations are a function of (seed, epoch, rank) alone.
+    """A train DataLoader whose shuffle order and augmentations are a function of (seed, epoch) alone.
 
-    `set_epoch(e)` before each epoch makes a resumed run see the same batches as a straight one.
-    [dist] `rank` gives each process its own augmentation stream (rank 0 keeps the one-process stream);
-    the shuffle is DistributedSampler's, one permutation of (seed, epoch) shared by all ranks.
+    `set_epoch(e)` before each epoch makes a resumed run see the same batches as a straight one. Neither
+    the number of DataLoader workers nor [dist] the rank changes how an image is augmented (its draws
+    are seeded by the epoch and its index); the shuffle is DistributedSampler's under several processes,
+    one permutation of (seed, epoch) shared by all ranks.
     """
 
-    def __init__(self, loader: torch.utils.data.DataLoader, generator: torch.Generator, seed: int, rank: int = 0):
-        self.loader, self.generator, self.seed, self.rank = loader, generator, seed, rank
+    def __init__(self, loader: torch.utils.data.DataLoader, generator: torch.Generator, seed: int):
+        self.loader, self.generator, self.seed = loader, generator, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -55,7 +62,7 @@ class SeedableLoader:
         # epoch's iterator, and that call draws from the generator (RandomSampler's remainder randperm).
         # Seeded in set_epoch, the new epoch's shuffle would depend on it, and a resumed run (no previous
         # iterator) would see other batches than a straight run.
-        epoch_seed = self.seed * 100_003 + self.epoch + self.rank * 2**32
+        epoch_seed = self.seed * 100_003 + self.epoch
         self.generator.manual_seed(epoch_seed)
         self.loader.dataset.reseed(epoch_seed)
         return iter(self.loader)
@@ -104,14 +111,14 @@ def cpu_loaders(data: ImageData, batch_size: int, workers: int, seed: int):
 
 def cpu_train_loader(data: ImageData, batch_size: int, workers: int, seed: int) -> SeedableLoader:
     """The shuffled, augmented train loader; [dist] this rank's shard, batch_size // world_size per batch."""
-    train_ds = AugmentedArrayDataset(data.train_x, data.train_y, train_transform(data.mean, data.std, seed))
+    train_ds = AugmentedArrayDataset(data.train_x, data.train_y, train_transform(data.mean, data.std), seed)
     generator = torch.Generator().manual_seed(seed)
     common = dict(batch_size=batch_size, num_workers=workers, persistent_workers=False, drop_last=False,
-                  generator=generator, worker_init_fn=_reseed_worker)
+                  generator=generator)
     world_size, rank = idist.get_world_size(), idist.get_rank()
     if world_size > 1:
         sampler = DistributedSampler(train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         loader = idist.auto_dataloader(train_ds, sampler=sampler, **common)
     else:
         loader = idist.auto_dataloader(train_ds, shuffle=True, **common)
-    return SeedableLoader(loader, generator, seed, rank)
+    return SeedableLoader(loader, generator, seed)

@@ -6,9 +6,11 @@ import math
 from dataclasses import dataclass, field
 
 import ignite.distributed as idist
+import torch
+from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
-from engine.lr_rules import LRMAX_RULES, finite_curve, suggestions
+from engine.lr_rules import LRMAX_RULES, finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
 
 log = logging.getLogger(__name__)
@@ -24,16 +26,20 @@ FALLBACK_DIV = 25.0
 @dataclass
 class RangeTest:
     lrs: list[float]
-    losses: list[float]          # smoothed, as FastaiLRFinder reports them
+    losses: list[float]          # smoothed by FastaiLRFinder's exponential average (lags the raw curve)
     lr_min: float
     lr_max: float
-    suggestion: float | None     # FastaiLRFinder's own steepest-gradient LR, None if it had none
+    suggestion: float | None     # FastaiLRFinder's own steepest-gradient LR on its lagged curve, None if it had none
     warnings: list[str] = field(default_factory=list)
     rule: str = "steepest"       # which reading of the curve set LRMAX
     suggestions: dict[str, float | None] = field(default_factory=dict)  # every rule's reading (engine/lr_rules.py)
+    raw_losses: list[float] = field(default_factory=list)  # the loss of each iteration, as the step returned it
+    reading_lrs: list[float] = field(default_factory=list)  # the curve the readings are taken on (reading_curve)
+    reading_losses: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"lr": self.lrs, "loss": self.losses, "lr_min": self.lr_min, "lr_max": self.lr_max,
+        return {"lr": self.lrs, "loss": self.losses, "loss_raw": self.raw_losses, "reading_lr": self.reading_lrs,
+                "reading_loss": self.reading_losses, "lr_min": self.lr_min, "lr_max": self.lr_max,
                 "rule": self.rule, "suggestions": self.suggestions, "suggestion": self.suggestion,
                 "warnings": self.warnings}
 
@@ -42,10 +48,14 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
                    num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = "steepest") -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
-    The finder restores the model and optimizer states when it exits.
+    The finder restores the model and optimizer states when it exits. Besides its smoothed curve, the raw
+    loss of every iteration is kept (as device tensors, read once at the end); the readings are taken on
+    the raw curve (engine/lr_rules.reading_curve).
     """
     engine = create_trainer(model, optimizer, loss_fn, device, speed)
     finder = FastaiLRFinder()
+    raw: list = []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: raw.append(e.state.output["loss"].detach()))
     # ignite's exponential schedule scales the optimizer's *current* LR on its first step, so
     # start from start_lr whatever LR the optimizer had; the finder then restores the rest.
     original_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -63,6 +73,7 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # [dist] FastaiLRFinder all-reduces (sums) the loss over processes: report the mean per process.
     world_size = idist.get_world_size()
     lrs, losses = [float(v) for v in results["lr"]], [float(v) / world_size for v in results["loss"]]
+    raw_losses = [float(v) for v in idist.all_reduce(torch.stack(raw[:len(lrs)]).float()) / world_size] if raw else []
     try:
         suggestion = float(finder.lr_suggestion())
     except RuntimeError:  # too few points before the minimum: ignite says the curve is not U-shaped
@@ -70,16 +81,18 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # FastaiLRFinder stops early once the loss exceeds 5x its best (a NaN loss never does): a full-length,
     # finite curve never diverged.
     diverged = len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, start_lr, end_lr, diverged=diverged, rule=rule)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged=diverged, rule=rule)
     for w in warnings:
         log.warning(w)
-    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings, rule, suggestions(lrs, losses))
+    reading_lrs, reading_losses = reading_curve(lrs, raw_losses)
+    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings, rule,
+                     suggestions(reading_lrs, reading_losses), raw_losses, reading_lrs, reading_losses)
 
 
-def choose_lr_bounds(lrs, losses, start_lr, end_lr, diverged: bool | None = None, rule: str = "steepest"):
+def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = None, rule: str = "steepest"):
     """LRMAX = the `rule` reading of the curve; LRMIN = where the loss starts to fall; (lr_min, lr_max, warnings).
 
-    Rules are in engine/lr_rules.py. LRMIN (fall_start) is then clipped so that LRMAX / LRMIN lies in
+    Rules are in engine/lr_rules.py; they read the raw losses through reading_curve (trimmed, centred smoothing). LRMIN (fall_start) is then clipped so that LRMAX / LRMIN lies in
     [MIN_RATIO, MAX_RATIO]. Fallbacks, each with a warning: no reading by the rule (the curve never
     fell, or diverged at once) -> LRMAX = geometric middle of the tested range; no start of fall
     below LRMAX -> LRMIN = LRMAX / FALLBACK_DIV. `diverged=False` (the loss never blew up before
@@ -92,13 +105,13 @@ def choose_lr_bounds(lrs, losses, start_lr, end_lr, diverged: bool | None = None
     if diverged is False:
         warnings.append(f"the LR range test never diverged up to --lr-find-end {end_lr:g}: LRMAX may lie above "
                         f"the tested range; raise --lr-find-end, or pass --lr-min/--lr-max")
-    readings = suggestions(lrs, losses)
+    curve = reading_curve(lrs, raw_losses)
+    readings = suggestions(*curve)
     lr_max = readings[rule]
     if lr_max is None:
         lr_max = math.sqrt(start_lr * end_lr)
-        usable = len(finite_curve(lrs, losses)[0])
-        what = {"steepest": "steepest fall", "valley": "valley", "minimum": "minimum below the start"}[rule]
-        warnings.append(f"the LR range test found no {what} ({usable} usable points); using "
+        usable = len(finite_curve(*curve)[0])
+        warnings.append(f"the LR range test found no {rule} reading: the loss never fell ({usable} usable points); using "
                         f"LRMAX = {lr_max:.3g}, the middle of [{start_lr:g}, {end_lr:g}]: pass --lr-max to choose")
     lr_min = readings["fall_start"]
     if lr_min is None or lr_min >= lr_max:

@@ -1,13 +1,20 @@
-"""Readings of an LR range-test curve: pure functions of (lrs, smoothed losses), robust to NaN/inf.
+"""Readings of an LR range-test curve: pure functions of (lrs, losses), robust to NaN/inf.
+
+The range test records the raw loss of every iteration. `reading_curve` turns it into the curve the
+readings are taken on: the first points trimmed (fastai's skip_start), then smoothed by a centred
+Gaussian over log10(LR). A centred smoother does not lag: the exponential average FastaiLRFinder
+reports (weight 0.05 on the newest loss, about 20 iterations of memory) shifts every feature of the
+curve to higher LRs, by up to a decade and a half at 12.5 points per decade.
 
 - steepest:   the LR of the steepest fall (minimum central-difference gradient) before the loss
-              minimum: ignite's FastaiLRFinder.lr_suggestion.
+              minimum: the rule of ignite's FastaiLRFinder.lr_suggestion and torch-lr-finder.
 - valley:     fastai's rule: the longest stretch over which the loss keeps falling (the longest
-              decreasing subsequence), and the point half way along it (fastai's 1/3 + 1/6): the
-              middle of the fall rather than its steepest instant.
+              decreasing subsequence), and the point half way along it (fastai's 1/3 + 1/6).
 - minimum:    the LR of the lowest loss, divided by 10 (fastai's `minimum`, Leslie Smith's habit).
 - fall_start: the first LR at which the loss has fallen FALL_SHARE of the way from its first value
-              to its minimum: where learning starts. LRMIN is read here.
+              to its minimum: where learning starts.
+- two_thirds: the point two thirds of the way, in log LR, from fall_start to the minimum's LR.
+- mid:        the geometric mean of `steepest` and the minimum's LR.
 
 Each returns None where the curve has no such point (it never falls, or has too few points).
 """
@@ -15,21 +22,44 @@ from __future__ import annotations
 
 import math
 
-# LRMAX may be read by any of these; LRMIN is always read by fall_start.
-LRMAX_RULES = ("steepest", "valley", "minimum")
+import numpy as np
+
+# LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
+LRMAX_RULES = ("two_thirds", "steepest", "valley", "minimum", "mid")
 # fall_start: the share of the total fall (first value to minimum) that marks the start of learning.
 FALL_SHARE = 0.05
+# reading_curve: the share of the first points left out, and the smoother's width (Gaussian sigma, decades of LR).
+TRIM_START = 0.1
+SMOOTH_DECADES = 0.1
 
 
 def finite_curve(lrs, losses) -> tuple[list[float], list[float]]:
     """The curve up to its first non-finite loss (a NaN or inf ends the test: what follows means nothing)."""
     kept_lrs, kept_losses = [], []
     for lr, loss in zip(lrs, losses):
-        if not (math.isfinite(lr) and math.isfinite(loss)):
+        if not (math.isfinite(lr) and math.isfinite(loss) and lr > 0):
             break
         kept_lrs.append(float(lr))
         kept_losses.append(float(loss))
     return kept_lrs, kept_losses
+
+
+def centred_smooth(lrs, losses, sigma_decades: float = SMOOTH_DECADES) -> list[float]:
+    """Each loss replaced by a Gaussian-weighted mean of its neighbours in log10(LR): no lag, unlike an EMA."""
+    if not losses:
+        return []
+    x, y = np.log10(np.asarray(lrs, dtype=float)), np.asarray(losses, dtype=float)
+    weights = np.exp(-0.5 * ((x[:, None] - x[None, :]) / sigma_decades) ** 2)
+    return list(weights @ y / weights.sum(axis=1))
+
+
+def reading_curve(lrs, raw_losses, trim_start: float = TRIM_START,
+                  sigma_decades: float = SMOOTH_DECADES) -> tuple[list[float], list[float]]:
+    """(lrs, smoothed losses): the finite raw curve, smoothed (centred_smooth), its first `trim_start` cut."""
+    lrs, losses = finite_curve(lrs, raw_losses)
+    smoothed = centred_smooth(lrs, losses, sigma_decades)
+    start = int(len(lrs) * trim_start)
+    return lrs[start:], smoothed[start:]
 
 
 def steepest(lrs, losses) -> float | None:
@@ -66,12 +96,18 @@ def valley(lrs, losses) -> float | None:
     return lrs[start + int(third) + int(third / 2)]
 
 
-def minimum(lrs, losses) -> float | None:
-    """The LR of the lowest loss, divided by 10 (None: the loss never falls below its first value)."""
+def lowest(lrs, losses) -> float | None:
+    """The LR of the lowest loss (None: the loss never falls below its first value)."""
     lrs, losses = finite_curve(lrs, losses)
     if len(losses) < 2 or min(losses) >= losses[0]:
         return None
-    return lrs[losses.index(min(losses))] / 10
+    return lrs[losses.index(min(losses))]
+
+
+def minimum(lrs, losses) -> float | None:
+    """The LR of the lowest loss, divided by 10 (None: the loss never falls below its first value)."""
+    lr = lowest(lrs, losses)
+    return None if lr is None else lr / 10
 
 
 def fall_start(lrs, losses, share: float = FALL_SHARE) -> float | None:
@@ -83,7 +119,21 @@ def fall_start(lrs, losses, share: float = FALL_SHARE) -> float | None:
     return next(lr for lr, loss in zip(lrs, losses) if loss <= threshold)
 
 
+def two_thirds(lrs, losses) -> float | None:
+    """Two thirds of the way, in log LR, from where the loss starts to fall to where it is lowest."""
+    start, end = fall_start(lrs, losses), lowest(lrs, losses)
+    if start is None or end is None or end <= start:
+        return None
+    return start * (end / start) ** (2 / 3)
+
+
+def mid(lrs, losses) -> float | None:
+    """The geometric mean of the steepest fall's LR and the lowest loss's LR."""
+    a, b = steepest(lrs, losses), lowest(lrs, losses)
+    return None if a is None or b is None else math.sqrt(a * b)
+
+
 def suggestions(lrs, losses) -> dict[str, float | None]:
-    """Every rule's reading of the curve, by name."""
-    return {"steepest": steepest(lrs, losses), "valley": valley(lrs, losses), "minimum": minimum(lrs, losses),
-            "fall_start": fall_start(lrs, losses)}
+    """Every rule's reading of a (smoothed) curve, by name."""
+    return {"two_thirds": two_thirds(lrs, losses), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
+            "minimum": minimum(lrs, losses), "mid": mid(lrs, losses), "fall_start": fall_start(lrs, losses)}

@@ -43,3 +43,16 @@ def test_a_seed_that_holds_the_target_from_epoch_19_is_counted(tmp_path):
     assert summarise(result("ours", "t", 0, good), 0.9)["held_from"] == 19
     write_report(tmp_path, 0.90)
     assert "| 1 of 2 |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_plain_loop_reads_its_max_lr_with_torch_lr_finder(digits_dir):
+    import argparse
+    import math
+
+    from bench.bench_accuracy import run_plain
+
+    args = argparse.Namespace(width=4, epochs=1, subset=None, workers=0, device="cpu", plain_lr_from="torch-lr-finder",
+                              plain_finder_iters=20)
+    r = run_plain(args, digits_dir, seed=0, lr_max=None, weight_decay=1e-2)
+    assert 1e-7 < r["lr_max"] < 10 and math.isfinite(r["lr_max"]) and r["lr_from"] == "torch-lr-finder"
+    assert r["lr_min"] == r["lr_max"] / 100 and len(r["test_accuracy"]) == 1
