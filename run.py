@@ -15,11 +15,10 @@ import traceback
 from pathlib import Path
 
 from engine.config import Config
-from core.cli import USER_ERROR_EXIT
+from core.cli import SIGINT_EXIT, USER_ERROR_EXIT
 from core.errors import UserError
 from training.flags import parse_args
 
-SIGINT_EXIT = 130  # the shell's code for a process ended by Ctrl-C (handlers.interrupt uses it too)
 
 
 def report_user_error(error: UserError, debug: bool = False) -> int:
@@ -41,11 +40,11 @@ def report_user_error(error: UserError, debug: bool = False) -> int:
 def lr_find_only(config: Config) -> None:
     from training.components import build_components, find_lr
     from core.distributed import is_main_process
-    from handlers.run_dir import check_output_dir, prepare_output_dir
+    from run_folder.output_dir import check_output_dir, prepare_output_dir
 
-    check_output_dir(config, config.resolved_output_dir())
+    check_output_dir(config, Path(config.output_dir))
     components = build_components(config)
-    output_dir = config.resolved_output_dir()  # [dist] rank 0's: build_components shared it
+    output_dir = Path(components.config.output_dir)  # [dist] rank 0's: build_components shared it
     if is_main_process():
         prepare_output_dir(config, output_dir)
     result = find_lr(components, output_dir)  # [dist] on every rank
@@ -55,57 +54,45 @@ def lr_find_only(config: Config) -> None:
               f"(plot: {output_dir / 'plots' / 'lr_finder.png'})\nreadings of the curve: {readings}")
 
 
-def train(config: Config) -> None:
+def train(config: Config, resume=None) -> None:
+    """Build the run (resume: the checkpoint main() read, or None), attach --handler's, fit, print the table."""
     import ignite.distributed as idist
 
     from training.builder import build_run
     from core.distributed import is_main_process
-    from handlers.custom import load_handler
-    from handlers.outputs import format_table, verdict
+    from training.custom import load_handler
+    from run_folder.summary import format_table, verdict_line
 
     # Resolved before the build, so a bad --handler fails before any training (or range test) runs.
     custom_handlers = [load_handler(spec) for spec in config.handlers]
-    run = build_run(config)
+    run = build_run(config, resume)
     for attach in custom_handlers:
         attach(run)
     processes = f" x{idist.get_world_size()} ({idist.backend()})" if idist.get_world_size() > 1 else ""
     if is_main_process():
-        print(f"LRMIN {run.lr_min:.4g}  LRMAX {run.lr_max:.4g}  params {run.params:,}  device {run.device}"
-              f"{processes}  output {run.output_dir}", flush=True)
+        print(f"LRMIN {run.lr_min:.4g}  LRMAX {run.lr_max:.4g}  params {run.params:,}  device {run.device} "
+              f"({run.speed.describe()}){processes}  output {run.output_dir}", flush=True)
     summary = run.fit()
     if is_main_process():
         print(format_table(summary["history"]))
-        print(verdict(summary))
+        print(verdict_line(summary))
 
 
-def report_if_complete(config: Config) -> bool:
-    """With --resume on a run that already trained every epoch: print its result and return True.
+def report_complete_run(config: Config, point) -> None:
+    """--resume on a run that already trained every epoch: print its result; build and train nothing.
 
-    Nothing is built, loaded beyond the checkpoint, or written. Under torchrun every process checks
-    (they agree) and rank 0 prints.
+    A folder left untidy by a kill during the last save is put right (run_folder.checkpoint_files); a
+    cleanly finished one is not touched. Under torchrun every process gets here and rank 0 prints.
     """
     from core.distributed import launch_rank
-    from handlers.outputs import build_summary, verdict
-    from handlers.resume import finish_complete_run, finished_run
+    from run_folder.checkpoint_files import complete_run_message, finish_complete_run
 
-    point = finished_run(config)
-    if point is None:
-        return False
-    run_folder = point.path.parent.parent  # OUTPUT/checkpoints/checkpoint_N.pt
-    tidied = []
-    if launch_rank() == 0 and (config.output_dir is None or Path(config.output_dir).resolve() == run_folder.resolve()):
-        tidied = finish_complete_run(point, run_folder)
-    if launch_rank() == 0:
-        rows = point.state["history"]["rows"]
-        saved = point.state["run_state"]
-        summary = build_summary(config=saved["config"], rows=rows, lr_min=saved["lr_min"], lr_max=saved["lr_max"],
-                                params=0, device="", train_seconds=saved["train_seconds"], completed=True)
-        print(f"already complete: {point.path} is the end of the run (all {len(rows)} epochs trained); "
-              f"final test accuracy {summary['final_test_accuracy']:.2%}, best {summary['best_test_accuracy']:.2%}; "
-              f"{verdict(summary)}. " + ("Nothing to do: no file was changed." if not tidied else
-                                          "Nothing to train; the folder was tidied (see the warnings above)."),
-              flush=True)
-    return True
+    if launch_rank() != 0:
+        return
+    folder = point.path.parent.parent  # OUTPUT/checkpoints/checkpoint_N.pt
+    own_folder = Path(config.output_dir).resolve() == folder.resolve()
+    tidied = finish_complete_run(point, folder) if own_folder else []
+    print(complete_run_message(point, tidied), flush=True)
 
 
 def configure_logging(debug: bool = False) -> None:
@@ -125,7 +112,7 @@ def configure_logging(debug: bool = False) -> None:
         logging.getLogger("ignite.engine.engine").setLevel(logging.CRITICAL)
 
 
-def run_process(local_rank: int, config: Config) -> None:
+def run_process(local_rank: int, config: Config, resume=None) -> None:
     """One process's whole run: training, or the range test alone (local_rank: idist.Parallel's argument)."""
     import ignite.distributed as idist
     import torch
@@ -133,21 +120,21 @@ def run_process(local_rank: int, config: Config) -> None:
     if idist.get_world_size() > 1 and idist.backend() == "gloo" and "OMP_NUM_THREADS" not in os.environ:
         # [dist] N CPU processes share the cores (torchrun sets OMP_NUM_THREADS=1 itself)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
-    lr_find_only(config) if config.lr_find_only else train(config)
+    lr_find_only(config) if config.lr_find_only else train(config, resume)
     if idist.get_world_size() > 1:
         # [dist] Leave together: a process that tears down the process group while another is still
         # finishing (rank 0 writes the final outputs) can abort in gloo's teardown.
         idist.barrier()
 
 
-def run_spawned_process(local_rank: int, config: Config) -> None:
+def run_spawned_process(local_rank: int, config: Config, resume=None) -> None:
     """[dist] run_process in a process idist.Parallel spawned: a UserError becomes rank 0's one line
     and exit status USER_ERROR_EXIT, which the launcher passes on (a traceback would only repeat it)."""
     configure_logging(config.debug)
     from core.distributed import leave_spawned_process
 
     try:
-        run_process(local_rank, config)
+        run_process(local_rank, config, resume)
     except UserError as e:
         leave_spawned_process(report_user_error(e, config.debug))
     leave_spawned_process(0)
@@ -170,16 +157,19 @@ def main(argv=None) -> int:
         from training.components import resolve_device
         from core.distributed import plan_launch
 
-        config.validate()
-        if config.resume is not None and report_if_complete(config):
-            return 0  # a restart loop's last call: the run had finished; nothing was changed
+        from run_folder.checkpoint_files import find_resume_point
+
+        config = config.resolved()  # validated; a default --output-dir is fixed here for every process it spawns
+        resume = find_resume_point(config)  # the one read of the checkpoint --resume names (None: a new run)
+        if resume is not None and resume.complete:
+            report_complete_run(config, resume)
+            return 0  # a restart loop's last call: the run had finished; nothing was trained
         plan = plan_launch(resolve_device(config.device), config.nproc_per_node, config.batch_size)
-        config.resolved_output_dir()  # the launcher fixes a default timestamped directory for all processes
         spawn = plan.nproc_per_node is not None
         try:
             with idist.Parallel(backend=plan.backend, nproc_per_node=plan.nproc_per_node,
                                 master_port=plan.master_port) as parallel:
-                parallel.run(run_spawned_process if spawn else run_process, config)
+                parallel.run(run_spawned_process if spawn else run_process, config, resume)
         except ProcessExitedException as e:
             if e.exit_code in (USER_ERROR_EXIT, SIGINT_EXIT):  # a spawned process has printed its one line
                 return e.exit_code

@@ -6,6 +6,8 @@ import os
 
 # The exit status of a user error (a bad flag, a UserError), also of a spawned process that stopped on one.
 USER_ERROR_EXIT = 2
+# The exit status of a run stopped by Ctrl-C: the shell's code for a process ended by SIGINT (128 + 2).
+SIGINT_EXIT = 130
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -5,11 +5,12 @@ import difflib
 import time
 import types
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from core.errors import UserError
-from engine.lr_rules import LRMAX_RULES
+from data.datasets import DATASETS
+from engine.lr_rules import LR_MIN_HELP, LR_RULE_HELP, LRMAX_RULES
 
 # The recipe puts the One Cycle peak at epoch 5 of 24; other lengths keep the same fraction.
 PEAK_FRACTION = 5 / 24
@@ -18,136 +19,211 @@ PEAK_FRACTION = 5 / 24
 AUGMENT_PATHS = ("batched", "albumentations")
 # Earlier names, still read (command lines and config.yaml files of older runs).
 AUGMENT_ALIASES = {"auto": "batched", "gpu": "batched", "cpu": "albumentations"}
+DEVICES = ("auto", "cpu", "cuda")
 
 
-@dataclass
+def setting(default=None, help: str = "", *, group: str, metavar: str | None = None, choices=None,
+            flag: str | None = None, factory=None):
+    """A Config field and its command-line flag, described once: run.py's --help, config.yaml and the
+    command-line reference in docs/ are generated from these (training/flags.py).
+
+    flag: the flag's name without dashes when it is not the field's (e.g. `handler` for `handlers`).
+    Booleans become switches: --name when the default is False, --no-name when it is True, and
+    --name/--no-name when the default is None (decided at run time).
+    """
+    meta = {"help": help, "group": group, "metavar": metavar, "choices": choices, "flag": flag}
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+DATA, RECIPE, RUN, SPEED, OUTPUTS, RELIABILITY = ("data", "recipe", "run", "speed",
+                                                  "checkpoints, dumps and custom handlers", "reliability")
+
+
+@dataclass(frozen=True)
 class Config:
+    """Every setting of a run; the defaults are the assignment. Frozen: `resolved()` returns the copy a run uses."""
     # data
-    dataset: str = "cifar10"
-    data_dir: str | None = None          # None: $ERA_S10_DATA or ~/.cache/era_s10 (cifar10)
-    subset: int | None = None            # a class-stratified sample of N train and N//5 test images
-    val_split: float = 0.0               # share of the training images held out for validation (stratified)
-    data_seed: int = 0                   # draws the --subset sample and the --val-split (not --seed's business)
-    resize: bool = False                 # folder: resize images that are not 32x32 (else refused)
-    cache_dir: str | None = None         # folder: decoded-image cache; None: $ERA_S10_CACHE or ~/.cache/era_s10
-    cache: bool = True                   # folder: read/write the decoded-image cache
-    workers: int = 2
-    augment: str = "batched"             # batched (tensor ops on the device) | albumentations (DataLoader workers)
-    # model
-    width: int = 64                      # 64 is the assignment's network; smaller for quick tests
+    dataset: str = setting("cifar10", "cifar10 (downloads if missing), folder (DIR/train and DIR/test, one subfolder "
+                           "per class, 32x32 images) or fake (random, for smoke runs and benchmarks)",
+                           group=DATA, choices=DATASETS)
+    data_dir: str | None = setting(None, "dataset location; for cifar10 defaults to $ERA_S10_DATA or ~/.cache/era_s10",
+                                   group=DATA, metavar="DIR")
+    subset: int | None = setting(None, "a class-stratified sample of N training and N//5 test images (drawn with "
+                                 "--data-seed)", group=DATA, metavar="N")
+    val_split: float = setting(0.0, "hold out this share of the training images (stratified, drawn with --data-seed) "
+                               "as a validation set, evaluated every epoch beside the test set; tune on it, not on "
+                               "test", group=DATA, metavar="F")
+    data_seed: int = setting(0, "seed of the --subset sample and the --val-split; kept apart from --seed so runs with "
+                             "different seeds see the same images", group=DATA, metavar="N")
+    resize: bool = setting(False, "folder: resize images that are not 32x32 as they load (otherwise they are "
+                           "refused)", group=DATA)
+    cache_dir: str | None = setting(None, "folder: where decoded images are cached; default $ERA_S10_CACHE or "
+                                    "~/.cache/era_s10/folders", group=DATA, metavar="DIR")
+    cache: bool = setting(True, "folder: decode every image on every run, and write no cache", group=DATA)
+    workers: int = setting(2, "DataLoader worker processes of the albumentations data path (--augment)", group=DATA,
+                           metavar="N")
+    augment: str = setting("batched", "data path, the same augmentation either way: batched (the dataset on the "
+                           "training device, each batch augmented by a few tensor ops; fastest on CUDA and CPU alike) "
+                           "or albumentations (image by image in --workers DataLoader processes). Older names: gpu = "
+                           "auto = batched, cpu = albumentations", group=DATA,
+                           choices=(*AUGMENT_PATHS, *AUGMENT_ALIASES), metavar="{" + ",".join(AUGMENT_PATHS) + "}")
     # recipe
-    epochs: int = 24
-    batch_size: int = 512
-    weight_decay: float = 1e-2
-    peak_epoch: float | None = None      # None: epochs * 5/24 (epoch 5 of 24)
-    lr_min: float | None = None          # None: from the LR range test
-    lr_max: float | None = None
-    lr_find_only: bool = False
-    lr_find_start: float = 1e-7
-    lr_find_end: float = 10.0
-    lr_find_iters: int = 100
-    lr_rule: str = "steepest"            # which reading of the range test sets LRMAX (engine/lr_rules.py)
+    epochs: int = setting(24, "length of the One Cycle run", group=RECIPE, metavar="N")
+    batch_size: int = setting(512, "images per step (the global batch when several processes train)", group=RECIPE,
+                              metavar="N")
+    weight_decay: float = setting(1e-2, "Adam weight decay (L2)", group=RECIPE, metavar="F")
+    peak_epoch: float | None = setting(None, "epoch at whose end the LR peaks (fractional allowed); default: 5/24 of "
+                                       "--epochs", group=RECIPE, metavar="F")
+    lr_min: float | None = setting(None, LR_MIN_HELP, group=RECIPE, metavar="LR")
+    lr_max: float | None = setting(None, "LRMAX; default: from the LR range test (--lr-rule)", group=RECIPE,
+                                   metavar="LR")
+    lr_find_only: bool = setting(False, "run only the LR range test: print LRMIN/LRMAX and every reading of the curve, "
+                                 "save plots/lr_finder.png and lr_finder.json, exit", group=RECIPE)
+    lr_find_start: float = setting(1e-7, "range test start LR", group=RECIPE, metavar="LR")
+    lr_find_end: float = setting(10.0, "range test end LR", group=RECIPE, metavar="LR")
+    lr_find_iters: int = setting(100, "range test iterations", group=RECIPE, metavar="N")
+    lr_rule: str = setting("steepest", LR_RULE_HELP, group=RECIPE, choices=LRMAX_RULES)
+    width: int = setting(64, "base channel count; 64 is the assignment's network (smaller only for quick tests)",
+                         group=RECIPE, metavar="N")
     # run
-    seed: int = 0
-    device: str = "auto"                 # auto | cpu | cuda
-    output_dir: str | None = None        # None: runs/<timestamp>
-    target: float = 0.90
-    target_epoch: int = 19
-    progress: bool = True                # a bar on a terminal; False: one line per epoch (handlers/console.py)
+    seed: int = setting(0, "initial weights, shuffling and augmentation; a fixed seed gives the same numbers on CPU",
+                        group=RUN, metavar="N")
+    device: str = setting("auto", "auto (CUDA when available), cpu or cuda", group=RUN, choices=DEVICES)
+    output_dir: str | None = setting(None, "where outputs go (report.html, summary.json, checkpoints, ...); default "
+                                     "runs/<timestamp>", group=RUN, metavar="DIR")
+    target: float = setting(0.90, "test accuracy goal, a fraction", group=RUN, metavar="F")
+    target_epoch: int = setting(19, "the goal must hold from this epoch on", group=RUN, metavar="N")
+    progress: bool = setting(True, "print one line per epoch instead of a progress bar (the default whenever stdout "
+                             "or stderr is not a terminal: a log file, CI, nohup)", group=RUN)
+    nproc_per_node: int | None = setting(None, "spawn N processes (one per GPU; on CPU, gloo) through "
+                                         "idist.Parallel; --batch-size stays the global batch. Under torchrun, leave "
+                                         "this out", group=RUN, metavar="N")
     # speed
-    amp: bool | None = None              # bf16 autocast; None: on for CUDA and for CPUs with native bf16
-    channels_last: bool | None = None    # NHWC activations; None: on for CUDA and CPU
-    compile: bool = False                # torch.compile the model's forward
-    nan_check_every: int = 0             # also check the loss every N iterations (0: once per epoch)
-    # evaluation
-    tta: bool = False                    # also report test_accuracy_tta (image and mirror, softmax averaged)
-    # handlers (outputs beyond summary.json and the plots)
-    resume: str | None = None            # None: new run; "auto": newest checkpoint in --output-dir; or a path
-    checkpoint_every: int = 0            # also checkpoint every N iterations (0: epoch ends only)
-    keep_checkpoints: int = 2            # training checkpoints kept on disk (the best model is kept apart)
-    dump_every: int = 1                  # misclassified dump every N epochs (and always after the last)
-    misclassified_count: int = 20        # mistakes shown in the misclassified grid
-    handlers: list[str] = field(default_factory=list)  # "package.module:function", called with the Run
-    nproc_per_node: int | None = None    # spawn N processes via idist.Parallel; None: one (or torchrun's)
+    amp: bool | None = setting(None, "bf16 autocast; default: on for CUDA, and on a CPU with native bf16 (AVX-512 "
+                               "BF16 or AMX); off elsewhere (emulated bf16 is about 10x slower than fp32)", group=SPEED)
+    channels_last: bool | None = setting(None, "channels_last (NHWC) memory layout for the model and batches; "
+                                         "default: on for CUDA and CPU (faster convolutions)", group=SPEED)
+    compile: bool = setting(False, "torch.compile the model (slow first epoch)", group=SPEED)
+    nan_check_every: int = setting(0, "stop on a NaN/inf loss, checked at each epoch end and, if N > 0, every N "
+                                   "iterations", group=SPEED, metavar="N")
+    tta: bool = setting(False, "also report test_accuracy_tta: softmax averaged over each test image and its mirror "
+                        "(a metric of its own; the plain test accuracy and the model choice are unchanged)",
+                        group=SPEED)
+    # outputs
+    resume: str | None = setting(None, "continue a run: 'auto' = the newest checkpoint in --output-dir (none yet: "
+                                 "start a new run; a finished run: print its result and exit 0), or a checkpoint "
+                                 "file", group=OUTPUTS, metavar="auto|PATH")
+    checkpoint_every: int = setting(0, "also save a training checkpoint every N iterations (0: at epoch ends only)",
+                                    group=OUTPUTS, metavar="N")
+    keep_checkpoints: int = setting(2, "training checkpoints kept in OUTPUT/checkpoints (the best model is kept "
+                                    "apart)", group=OUTPUTS, metavar="K")
+    dump_every: int = setting(1, "write OUTPUT/misclassified/epoch_XX.png/.csv every N epochs (and after the last)",
+                              group=OUTPUTS, metavar="N")
+    misclassified_count: int = setting(20, "highest-loss mistakes shown in the misclassified grid", group=OUTPUTS,
+                                       metavar="N")
+    handlers: list[str] = setting(help="call FUNCTION(run) from MODULE (package.module or path/to/file.py) after the "
+                                  "run is built and before training; repeatable. See examples/", group=OUTPUTS,
+                                  metavar="MODULE:FUNCTION", flag="handler", factory=list)
     # reliability
-    overwrite: bool = False              # replace the earlier run's outputs in --output-dir (handlers/run_dir.py)
-    debug: bool = False                  # show the traceback of a UserError too
+    overwrite: bool = setting(False, "replace a run already in --output-dir: the files and folders a run writes there "
+                              "(checkpoints/, tensorboard/, misclassified/, plots/, summary.json, report.html, ...; "
+                              "nothing else) are deleted once every input check has passed, just before the new run "
+                              "writes", group=RELIABILITY)
+    debug: bool = setting(False, "print the traceback of an error too", group=RELIABILITY)
 
     def __post_init__(self):
-        self.augment = AUGMENT_ALIASES.get(self.augment, self.augment)
+        object.__setattr__(self, "augment", AUGMENT_ALIASES.get(self.augment, self.augment))
 
     @property
     def resolved_peak_epoch(self) -> float:
         return self.peak_epoch if self.peak_epoch is not None else self.epochs * PEAK_FRACTION
 
-    def resolved_output_dir(self) -> Path:
-        if self.output_dir is None:
-            self.output_dir = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-        return Path(self.output_dir)
+    def resolved(self) -> "Config":
+        """The settings a run uses, validated: a default --output-dir becomes runs/<timestamp> (decided here, once)."""
+        self.validate()
+        if self.output_dir is not None:
+            return self
+        return replace(self, output_dir=str(Path("runs") / time.strftime("%Y%m%d-%H%M%S")))
 
     def validate(self) -> "Config":
         """Raise UserError for a value no run can use; returns self."""
-        def bad(flag: str, why: str):
-            raise UserError(f"{flag}: {why}")
-
-        if self.batch_size < 1:
-            bad("--batch-size", f"{self.batch_size} must be at least 1")
-        if self.epochs < 1:
-            bad("--epochs", f"{self.epochs} must be at least 1")
-        if self.subset is not None and self.subset < 5:
-            bad("--subset", f"{self.subset} must be at least 5 (it keeps N train and N//5 test images)")
-        if not 0 <= self.val_split < 1:
-            bad("--val-split", f"{self.val_split} is a share of the training images: give a value in [0, 1), "
-                               f"e.g. 0.1")
-        if self.workers < 0:
-            bad("--workers", f"{self.workers} must be 0 or more")
-        if self.width < 1:
-            bad("--width", f"{self.width} must be at least 1")
-        if not 0 < self.resolved_peak_epoch < self.epochs:
-            bad("--peak-epoch", f"{self.resolved_peak_epoch} must be inside (0, --epochs={self.epochs})")
-        for flag, value in (("--lr-min", self.lr_min), ("--lr-max", self.lr_max),
-                            ("--lr-find-start", self.lr_find_start), ("--lr-find-end", self.lr_find_end)):
-            if value is not None and not value > 0:
-                bad(flag, f"{value} must be > 0")
-        if self.lr_min is not None and self.lr_max is not None and self.lr_min >= self.lr_max:
-            bad("--lr-min", f"{self.lr_min} must be below --lr-max {self.lr_max}")
-        if self.lr_find_start >= self.lr_find_end:
-            bad("--lr-find-start", f"{self.lr_find_start} must be below --lr-find-end {self.lr_find_end}")
-        if self.lr_find_iters < 3:
-            bad("--lr-find-iters", f"{self.lr_find_iters} must be at least 3")
-        if self.lr_rule not in LRMAX_RULES:
-            bad("--lr-rule", f"unknown rule {self.lr_rule!r}: choose {', '.join(LRMAX_RULES)}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            bad("--device", f"unknown device {self.device!r}: choose auto, cpu or cuda")
-        if self.augment not in AUGMENT_PATHS:
-            bad("--augment", f"unknown data path {self.augment!r}: choose {' or '.join(AUGMENT_PATHS)}")
-        if self.nan_check_every < 0:
-            bad("--nan-check-every", f"{self.nan_check_every} must be 0 (once per epoch) or more")
-        if not 0 < self.target <= 1:
-            bad("--target", f"{self.target} is an accuracy fraction: give a value in (0, 1], e.g. 0.90")
-        if self.nproc_per_node is not None and self.nproc_per_node < 1:
-            bad("--nproc-per-node", f"{self.nproc_per_node} must be at least 1 (leave it out for one process)")
-        if self.target_epoch < 1:
-            bad("--target-epoch", f"{self.target_epoch} must be at least 1")
-        if self.resume is not None and self.resume != "auto" and not Path(self.resume).is_file():
-            bad("--resume", f"{self.resume} is not a file: give a checkpoint .pt file, or 'auto' for the newest "
-                            f"in --output-dir")
-        if self.resume == "auto" and self.output_dir is None:
-            bad("--resume", "auto looks for checkpoints in --output-dir: pass the --output-dir of the run to continue")
-        if self.overwrite and self.resume is not None:
-            bad("--overwrite", "starts a new run over the earlier one, --resume continues it: pass only one")
-        if self.checkpoint_every < 0:
-            bad("--checkpoint-every", f"{self.checkpoint_every} must be 0 (epoch ends only) or more")
-        if self.keep_checkpoints < 1:
-            bad("--keep-checkpoints", f"{self.keep_checkpoints} must be at least 1")
-        if self.dump_every < 1:
-            bad("--dump-every", f"{self.dump_every} must be at least 1")
-        if self.misclassified_count < 1:
-            bad("--misclassified-count", f"{self.misclassified_count} must be at least 1")
+        for check in (_check_sizes, _check_lrs, _check_choices, _check_outputs):
+            check(self)
         return self
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _bad(flag: str, why: str):
+    raise UserError(f"{flag}: {why}")
+
+
+def _check_sizes(c: Config) -> None:
+    if c.batch_size < 1:
+        _bad("--batch-size", f"{c.batch_size} must be at least 1")
+    if c.epochs < 1:
+        _bad("--epochs", f"{c.epochs} must be at least 1")
+    if c.subset is not None and c.subset < 5:
+        _bad("--subset", f"{c.subset} must be at least 5 (it keeps N train and N//5 test images)")
+    if not 0 <= c.val_split < 1:
+        _bad("--val-split", f"{c.val_split} is a share of the training images: give a value in [0, 1), e.g. 0.1")
+    if c.workers < 0:
+        _bad("--workers", f"{c.workers} must be 0 or more")
+    if c.width < 1:
+        _bad("--width", f"{c.width} must be at least 1")
+    if not 0 < c.resolved_peak_epoch < c.epochs:
+        _bad("--peak-epoch", f"{c.resolved_peak_epoch} must be inside (0, --epochs={c.epochs})")
+    if c.nproc_per_node is not None and c.nproc_per_node < 1:
+        _bad("--nproc-per-node", f"{c.nproc_per_node} must be at least 1 (leave it out for one process)")
+    if c.nan_check_every < 0:
+        _bad("--nan-check-every", f"{c.nan_check_every} must be 0 (once per epoch) or more")
+
+
+def _check_lrs(c: Config) -> None:
+    for flag, value in (("--lr-min", c.lr_min), ("--lr-max", c.lr_max), ("--lr-find-start", c.lr_find_start),
+                        ("--lr-find-end", c.lr_find_end)):
+        if value is not None and not value > 0:
+            _bad(flag, f"{value} must be > 0")
+    if c.lr_min is not None and c.lr_max is not None and c.lr_min >= c.lr_max:
+        _bad("--lr-min", f"{c.lr_min} must be below --lr-max {c.lr_max}")
+    if c.lr_find_start >= c.lr_find_end:
+        _bad("--lr-find-start", f"{c.lr_find_start} must be below --lr-find-end {c.lr_find_end}")
+    if c.lr_find_iters < 3:
+        _bad("--lr-find-iters", f"{c.lr_find_iters} must be at least 3")
+
+
+def _check_choices(c: Config) -> None:
+    if c.dataset not in DATASETS:
+        _bad("--dataset", f"unknown dataset {c.dataset!r}: choose one of {', '.join(DATASETS)}")
+    if c.lr_rule not in LRMAX_RULES:
+        _bad("--lr-rule", f"unknown rule {c.lr_rule!r}: choose {', '.join(LRMAX_RULES)}")
+    if c.device not in DEVICES:
+        _bad("--device", f"unknown device {c.device!r}: choose {', '.join(DEVICES)}")
+    if c.augment not in AUGMENT_PATHS:
+        _bad("--augment", f"unknown data path {c.augment!r}: choose {' or '.join(AUGMENT_PATHS)}")
+    if not 0 < c.target <= 1:
+        _bad("--target", f"{c.target} is an accuracy fraction: give a value in (0, 1], e.g. 0.90")
+    if c.target_epoch < 1:
+        _bad("--target-epoch", f"{c.target_epoch} must be at least 1")
+
+
+def _check_outputs(c: Config) -> None:
+    if c.resume is not None and c.resume != "auto" and not Path(c.resume).is_file():
+        _bad("--resume", f"{c.resume} is not a file: give a checkpoint .pt file, or 'auto' for the newest in "
+                         f"--output-dir")
+    if c.resume == "auto" and c.output_dir is None:
+        _bad("--resume", "auto looks for checkpoints in --output-dir: pass the --output-dir of the run to continue")
+    if c.overwrite and c.resume is not None:
+        _bad("--overwrite", "starts a new run over the earlier one, --resume continues it: pass only one")
+    if c.checkpoint_every < 0:
+        _bad("--checkpoint-every", f"{c.checkpoint_every} must be 0 (epoch ends only) or more")
+    if c.keep_checkpoints < 1:
+        _bad("--keep-checkpoints", f"{c.keep_checkpoints} must be at least 1")
+    if c.dump_every < 1:
+        _bad("--dump-every", f"{c.dump_every} must be at least 1")
+    if c.misclassified_count < 1:
+        _bad("--misclassified-count", f"{c.misclassified_count} must be at least 1")
 
 
 # Settings of one invocation rather than of the recipe: not written to config.yaml, so that

@@ -10,18 +10,10 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
-from engine.lr_rules import LRMAX_RULES, finite_curve, reading_curve, suggestions
+from engine.lr_rules import FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
 
 log = logging.getLogger(__name__)
-
-# Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
-# annihilation below LRMIN), and has no near-zero start. 25 is torch OneCycleLR's div_factor; a floor of 2
-# let CIFAR-10's range test give LRMAX/3, which cost 1.6 points of validation accuracy (README, Results).
-MIN_RATIO, MAX_RATIO = 25.0, 100.0
-# Used when the curve has no usable shape (never falls, or diverges at once).
-FALLBACK_DIV = 25.0
-
 
 @dataclass
 class RangeTest:

@@ -28,9 +28,22 @@ import numpy as np
 LRMAX_RULES = ("two_thirds", "steepest", "valley", "minimum", "mid")
 # fall_start: the share of the total fall (first value to minimum) that marks the start of learning.
 FALL_SHARE = 0.05
+# Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
+# annihilation below LRMIN), and has no near-zero start. 25 is torch OneCycleLR's div_factor.
+MIN_RATIO, MAX_RATIO = 25.0, 100.0
+# LRMAX / LRMIN when the curve shows no start of its fall below LRMAX.
+FALLBACK_DIV = 25.0
 # reading_curve: the share of the first points left out, and the smoother's width (Gaussian sigma, decades of LR).
 TRIM_START = 0.1
 SMOOTH_DECADES = 0.1
+
+
+LR_RULE_HELP = ("which reading of the range-test curve sets LRMAX: two_thirds (two thirds of the way, in log LR, "
+                "from where the loss starts to fall to its minimum), steepest (the steepest fall), valley (fastai's), "
+                "minimum (the minimum's LR / 10) or mid (between steepest and the minimum); every reading is in "
+                "plots/lr_finder.png and lr_finder.json")
+LR_MIN_HELP = (f"LRMIN; default: from the LR range test (where the loss starts to fall, kept between "
+               f"LRMAX/{MAX_RATIO:g} and LRMAX/{MIN_RATIO:g})")
 
 
 def finite_curve(lrs, losses) -> tuple[list[float], list[float]]:

@@ -5,33 +5,25 @@ a resumed run needs (model, optimizer, One Cycle scheduler, trainer state, metri
 RNG states, LRMIN/LRMAX and the run's settings, the checkpointers' own file lists).
 OUTPUT/checkpoints/best_model_<epoch>_test_accuracy=<acc>.pt: the model's state_dict and what inference needs
 (class names, mean/std, width, ...: handlers/model_file.py, read by models.load_trained), at its best
-test accuracy (best_model_<epoch>_val_accuracy=<acc>.pt, chosen on validation, with --val-split). The
-recipe trains in fp32 (bf16 autocast, if used, needs no GradScaler), so there is no AMP scaler; a run
-that has one as `run.scaler` gets it saved and restored too.
+test accuracy (best_model_<epoch>_val_accuracy=<acc>.pt, chosen on validation, with --val-split). bf16
+autocast needs no GradScaler, so there is none to save.
 """
 from __future__ import annotations
 
 import logging
-import os
 import random
-import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
+from ignite.handlers import Checkpoint, global_step_from_engine
 
 from core.errors import UserError
-from handlers.model_file import BestModelMeta
+from run_folder.checkpoint_files import CHECKPOINT_DIR, SafeDiskSaver
+from run_folder.model_file import BestModelMeta
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
-PARTIAL_SUFFIX = ".partial"  # checkpoints being written go to OUTPUT/.checkpoints.partial/, then move in
-TRAINING_FILE = re.compile(r"^checkpoint_(\d+)\.pt$")
-
 
 class RNGStates:
     """torch, CUDA, numpy and Python RNG states, as plain types that torch.load(weights_only=True) accepts."""
@@ -56,24 +48,18 @@ class RNGStates:
 
 
 class RunState:
-    """The run's LRMIN/LRMAX, training seconds so far and settings (a resume checks them against its own)."""
+    """The run's record without its rows (LRMIN/LRMAX, training seconds so far, settings, parameters, device,
+    summary extras): a resume checks the settings against its own, and a finished run's summary is rebuilt
+    from it (run_folder.summary.record_from_state)."""
 
     def __init__(self, run):
         self.run = run
 
     def state_dict(self) -> dict:
-        return {"lr_min": self.run.lr_min, "lr_max": self.run.lr_max, "train_seconds": self.run.train_seconds,
-                "config": self.run.config.to_dict()}
+        return self.run.record(completed=False).state()
 
     def load_state_dict(self, state: dict) -> None:
         self.run.train_seconds = float(state["train_seconds"])
-
-
-def training_checkpoints(output_dir: Path) -> list[Path]:
-    """Training checkpoints in OUTPUT/checkpoints, oldest first by trainer iteration (not file time)."""
-    folder = Path(output_dir) / CHECKPOINT_DIR
-    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_*.pt") if (m := TRAINING_FILE.match(p.name))]
-    return [p for _, p in sorted(found)]
 
 
 def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
@@ -82,62 +68,7 @@ def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
                "rng": RNGStates(), "run_state": RunState(run)}
     if best is not None:
         objects["best_checkpointer"] = best
-    if getattr(run, "scaler", None) is not None:
-        objects["scaler"] = run.scaler
     return objects
-
-
-class SafeDiskSaver(DiskSaver):
-    """ignite's DiskSaver, made safe against a kill at any moment.
-
-    A checkpoint is written into a sibling folder `.<dirname>.partial`, flushed to disk (fsync), then
-    renamed into `dirname`, so every file in `dirname` is complete. ignite's Checkpoint removes the
-    oldest file *before* it writes the new one; here removals wait until the new file is in place, so a
-    kill in between never leaves fewer complete checkpoints than before (with --keep-checkpoints 1: none).
-    """
-
-    def __init__(self, dirname, **kwargs):
-        super().__init__(dirname, atomic=True, **kwargs)
-        self.partial_dir = self.dirname.parent / f".{self.dirname.name}{PARTIAL_SUFFIX}"
-        self._pending_removals: list[str] = []
-        if self.partial_dir.is_dir():  # left by a killed run: never complete, never loaded
-            for leftover in self.partial_dir.iterdir():
-                leftover.unlink()
-                log.warning("removed %s: a checkpoint a stopped run had not finished writing", leftover)
-
-    def _save_func(self, checkpoint, path: Path, func) -> None:
-        path = Path(path)
-        self.partial_dir.mkdir(exist_ok=True)
-        partial = self.partial_dir / path.name
-        with open(partial, "wb") as f:
-            func(checkpoint, f, **self.kwargs)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
-        _fsync_dir(path.parent)
-        try:
-            self.partial_dir.rmdir()
-        except OSError:  # another save under way (other ranks' savers do not write)
-            pass
-        removals, self._pending_removals = self._pending_removals, []
-        for name in removals:
-            if name != path.name:
-                super().remove(name)
-
-    def remove(self, filename: str) -> None:
-        self._pending_removals.append(filename)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def refuse_non_finite_weights(model: torch.nn.Module):

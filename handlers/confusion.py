@@ -10,7 +10,7 @@ from ignite.engine import Events
 from ignite.metrics import ConfusionMatrix
 from ignite.metrics.metric import reinit__is_reduced
 
-from handlers.plots import plt, render_figure, save_png
+from run_folder.plots import plt, render_figure, save_png
 
 
 def per_class_accuracy(matrix: np.ndarray, classes: list[str]) -> dict[str, float | None]:

@@ -12,6 +12,8 @@ from typing import TextIO
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 
+from run_folder.summary import format_duration
+
 
 def wants_bar(progress: bool, stdout: TextIO | None = None, stderr: TextIO | None = None) -> bool:
     """A bar only when asked for and both streams are terminals (the bar draws on stderr; stdout may be a log)."""
@@ -24,17 +26,6 @@ def _isatty(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # a replaced stream without isatty, or a closed one
         return False
-
-
-def format_duration(seconds: float) -> str:
-    """12.3 s, 4 min 05 s, 1 h 02 min: short enough for a line, exact enough for a run's scale."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def format_epoch_line(row: dict, epochs: int, eta_seconds: float) -> str:

@@ -19,7 +19,7 @@ from torch import nn
 
 from core.distributed import unwrap
 from handlers.misclassified import FOLDER, captioned_figure
-from handlers.plots import render_figure, save_png
+from run_folder.plots import render_figure, save_png
 
 log = logging.getLogger(__name__)
 

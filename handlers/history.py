@@ -5,17 +5,7 @@ import time
 
 from ignite.engine import Engine, Events
 
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
-VAL_FIELDS = ("val_loss", "val_accuracy")  # in the rows of a run with a validation split
-TTA_FIELD = "test_accuracy_tta"  # in the rows of a run with --tta
-
-
-def history_fields(rows: list[dict]) -> tuple[str, ...]:
-    """The columns of `rows`: HISTORY_FIELDS, with the validation and TTA ones before `seconds` when present."""
-    extra = (VAL_FIELDS if rows and "val_accuracy" in rows[0] else ()) + \
-        ((TTA_FIELD,) if any(TTA_FIELD in r for r in rows) else ())  # (a resume may have added --tta)
-    return HISTORY_FIELDS[:-1] + extra + HISTORY_FIELDS[-1:]
-
+from run_folder.summary import TTA_FIELD
 
 class MetricHistory:
     """Rows of HISTORY_FIELDS, one per epoch, read from the engines' metrics once per epoch.

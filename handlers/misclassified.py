@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Events
 
-from handlers.outputs import write_atomic
-from handlers.plots import plt, render_figure, save_png
+from run_folder.files import write_atomic
+from run_folder.plots import plt, render_figure, save_png
 
 FOLDER = "misclassified"
 

@@ -11,7 +11,7 @@ from ignite.engine import Events
 from torch import nn
 
 from core.distributed import unwrap
-from handlers.outputs import write_atomic
+from run_folder.files import write_atomic
 
 FILE = "model_summary.txt"
 

@@ -14,7 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import TensorboardLogger
 
-from handlers.plots import lr_finder_figure, one_cycle_figure
+from run_folder.plots import lr_finder_figure, one_cycle_figure
 
 FOLDER = "tensorboard"
 
@@ -41,8 +41,7 @@ class TensorBoardWriter:
         trainer.add_event_handler(Events.COMPLETED, self._completed)
         rt = self.run.range_test
         if rt is not None:
-            self.writer.add_figure("lr_finder/range_test", lr_finder_figure(rt.lrs, rt.losses, rt.lr_min, rt.lr_max,
-                                                                            rt.suggestions, rt.rule))
+            self.writer.add_figure("lr_finder/range_test", lr_finder_figure(rt.to_dict()))
         return self
 
     def _started(self, trainer: Engine) -> None:

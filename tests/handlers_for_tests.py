@@ -116,10 +116,10 @@ def early_stop_after_first_epoch(run) -> None:
 
 def break_the_report(run) -> None:
     """Make every rendering of report.html fail."""
-    def broken():
+    def broken(*args):
         raise RuntimeError("template exploded")
 
-    run.report.context = broken
+    run.report.page.context = broken
 
 
 def fake_gradcam(run) -> None:

@@ -10,7 +10,7 @@ import torch
 from data.datasets import load_dataset
 from data.loaders import cpu_loaders
 from handlers.misclassified import misclassified_figure
-from handlers.plots import render_figure
+from run_folder.plots import render_figure
 from models import CustomResNet
 from tests.conftest import ITERS_PER_EPOCH, read_summary
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from handlers.checkpoint import training_checkpoints
+from run_folder.checkpoint_files import training_checkpoints
 from tests.conftest import FAST, ITERS_PER_EPOCH, LR, REPO, read_summary, train
 from tests.report_page import page
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from engine.config import Config
-from handlers.report_context import ASSIGNMENT, config_rows, suggestion_rows
+from run_folder.report_context import ASSIGNMENT, config_rows, suggestion_rows
 from tests.conftest import LR, REPO, read_summary, train
 from tests.report_page import page
 
@@ -166,7 +166,7 @@ def test_the_page_renders_in_a_browser(report_run, tmp_path):
 
 
 def test_a_long_schedule_is_thinned_but_keeps_its_peak_and_ends():
-    from handlers.report_charts import MAX_POINTS, nice_ticks, thin
+    from run_folder.report_charts import MAX_POINTS, nice_ticks, thin
 
     lrs = [(i, min(i, 490) - max(0, i - 490) * 0.25) for i in range(2352)]  # the recipe: 98 x 24 iterations
     kept = thin(lrs)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from handlers.checkpoint import training_checkpoints
+from run_folder.checkpoint_files import training_checkpoints
 from tests.conftest import FAST, ITERS_PER_EPOCH, LR, read_summary, run_cli, train
 
 

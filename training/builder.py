@@ -5,7 +5,6 @@ own handlers to `run.trainer` / `run.evaluator`, and calls `run.fit()`.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,46 +15,50 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from core.distributed import broadcast_buffers_from_rank0, is_main_process, unwrap
+from core.errors import UserError
 from engine.config import Config
 from engine.lr_finder import RangeTest
 from engine.schedule import attach_one_cycle, one_cycle_milestones
 from engine.trainer import attach_train_metrics, create_evaluator, create_trainer
-from handlers.resume import find_resume_point
 from handlers.console import attach_console
-from handlers.defaults import attach_default_handlers
 from handlers.history import LRRecorder, MetricHistory
-from handlers.interrupt import stop_on_sigint
+from handlers.interrupt import SigintStop
 from handlers.nonfinite import NonFiniteLossCheck
-from handlers.outputs import build_summary, write_run_files
-from handlers.run_dir import check_output_dir, prepare_output_dir
-from handlers.plots import save_curves_plot, save_one_cycle_plot
 from models import count_parameters
+from run_folder.checkpoint_files import ResumePoint, find_resume_point
+from run_folder.output_dir import check_output_dir, prepare_output_dir
+from run_folder.plots import save_final_plots
+from run_folder.summary import RunRecord, build_summary, write_run_files
 from training.components import Components, build_components, find_lr_bounds
+from training.defaults import attach_default_handlers
 
-log = logging.getLogger(__name__)
+FIND = "find"  # build_run's resume argument: look for the checkpoint --resume names
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Run(Components):
-    """Everything a run holds: its Components (config, device, data, model, optimizer, loss, loaders)
-    and the Engines, schedule and outputs; attach handlers to `trainer` / `evaluator`, then call `fit()`."""
+    """Everything a run holds: its Components (config, device, data, model, optimizer, loss, loaders) and the
+    Engines, schedule and outputs. Attach handlers to `trainer` / `evaluator`, then call `fit()`.
+
+    Slotted: a handler keeps its own state on itself, not on the run. What a handler may set here:
+    `summary_extra` (keys added to summary.json) and `stop_reason` (why it terminated the trainer).
+    """
     trainer: Engine
     evaluator: Engine
+    val_evaluator: Engine | None  # with --val-split: runs after the test evaluator every epoch
     scheduler: Any
     history: MetricHistory
     lr_recorder: LRRecorder
     lr_min: float
     lr_max: float
-    range_test: RangeTest | None
+    range_test: RangeTest | None  # None when both LRs were given, or the run was resumed
     output_dir: Path
+    interrupt: SigintStop
     train_seconds: float = 0.0
     summary_extra: dict = field(default_factory=dict)  # handlers may add keys to summary.json
-    tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
-    sigint: Any = None  # set while fit() runs: whether Ctrl-C asked the trainer to stop (handlers.interrupt)
-    last_checkpoint: Path | None = None  # the checkpoint saved after a Ctrl-C
-    val_evaluator: Engine | None = None  # with --val-split: runs after the test evaluator every epoch
-    report: Any = None  # handlers.report.RunReport (rank 0): OUTPUT/report.html
     stop_reason: str | None = None  # a handler that terminates the trainer may say why (shown in report.html)
+    tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
+    report: Any = None  # handlers.report.RunReport (rank 0): OUTPUT/report.html
     last_summary: dict | None = None  # what summary.json holds now (rank 0)
 
     @property
@@ -72,23 +75,24 @@ class Run(Components):
     def params(self) -> int:
         return count_parameters(self.module)
 
-    def summary(self, completed: bool) -> dict:
+    @property
+    def all_epochs_ran(self) -> bool:
+        return len(self.history.rows) >= self.config.epochs
+
+    def record(self, completed: bool) -> RunRecord:
+        """The run as summary.json describes it (and as its checkpoints keep it: handlers.checkpoint.RunState)."""
         # [dist] world_size / backend say how the run was made; test_examples is the evaluator's count
         # summed over ranks, the size of the whole test set when sharding is exact.
         extra = {"world_size": idist.get_world_size(), "backend": idist.backend(),
                  "test_examples": self.evaluator.state.metrics.get("examples"), **self.summary_extra}
         if self.range_test is not None:  # (a resumed run ran none: its lr_finder.json has them)
             extra.update(lr_rule=self.range_test.rule, lr_suggestions=self.range_test.suggestions)
-        return build_summary(config=self.config.to_dict(), rows=self.history.rows, lr_min=self.lr_min,
-                             lr_max=self.lr_max, params=self.params, device=str(self.device),
-                             train_seconds=self.train_seconds, completed=completed, extra=extra)
-
-    @property
-    def all_epochs_ran(self) -> bool:
-        return len(self.history.rows) >= self.config.epochs
+        return RunRecord(config=self.config.to_dict(), rows=self.history.rows, lr_min=self.lr_min,
+                         lr_max=self.lr_max, train_seconds=self.train_seconds, completed=completed,
+                         params=self.params, device=str(self.device), extra=extra)
 
     def write_outputs(self, completed: bool) -> dict:
-        summary = self.summary(completed)
+        summary = build_summary(self.record(completed))
         write_run_files(self.output_dir, summary, self.lr_recorder.lrs)
         self.last_summary = summary
         return summary
@@ -97,7 +101,7 @@ class Run(Components):
         """Train for config.epochs (continuing from trainer.state if resumed); returns the summary."""
         error = None
         try:
-            with stop_on_sigint(self):  # Ctrl-C: checkpoint, then RunInterrupted with the resume command
+            with self.interrupt.active():  # Ctrl-C: checkpoint, then RunInterrupted with the resume command
                 self.trainer.run(self.train_loader, max_epochs=self.config.epochs)
         except BaseException as e:  # noqa: BLE001 - re-raised; the report only says how the run ended
             error = e
@@ -107,62 +111,73 @@ class Run(Components):
                 self.tensorboard.close()
             if self.report is not None:  # the final page, also when COMPLETED never fired
                 self.report.run_ended(error)
-        return self.summary(completed=self.all_epochs_ran)
+        return build_summary(self.record(completed=self.all_epochs_ran))
 
 
-def build_run(config: Config) -> Run:
+def build_run(config: Config, resume: ResumePoint | None | str = FIND) -> Run:
     """Build a run with the recipe's handlers; the range test runs first, before anything is attached.
 
-    With --resume, LRMIN/LRMAX come from the checkpoint (no range test) and every stateful object is
-    loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the progress bar (or
-    epoch lines) and writes files.
+    resume: the checkpoint to continue (run.py passes the one it read; None for a new run); by default it is
+    looked up as --resume says. Resumed, LRMIN/LRMAX come from the checkpoint (no range test) and every
+    stateful object is loaded from it once built. [dist] Every rank calls this; rank 0 alone attaches the
+    progress bar (or epoch lines) and writes files.
     """
-    output_dir = config.resolved_output_dir()
-    check_output_dir(config, output_dir)  # a folder; an earlier run there needs --resume or --overwrite
+    config = config.resolved()
+    check_output_dir(config, Path(config.output_dir))  # a folder; an earlier run there needs --resume or --overwrite
+    if resume == FIND:
+        resume = find_resume_point(config)
+    if resume is not None and resume.complete:
+        raise UserError(f"{resume.path} is from the end of the run (all {config.epochs} epochs done): nothing "
+                        f"to resume; start a new run with another --output-dir")
     c = build_components(config)
-    output_dir = config.resolved_output_dir()  # [dist] rank 0's: build_components shared it
-    resume = find_resume_point(config, output_dir)
+    output_dir = Path(c.config.output_dir)  # [dist] rank 0's folder: build_components shared it
     if is_main_process():  # [dist] one process creates the folder (and, with --overwrite, clears it)
-        prepare_output_dir(config, output_dir)  # --overwrite removes the earlier run's outputs only here
+        prepare_output_dir(c.config, output_dir)  # --overwrite removes the earlier run's outputs only here
     if resume is not None:
         range_test, lr_min, lr_max = None, resume.lr_min, resume.lr_max
     else:
         range_test, lr_min, lr_max = find_lr_bounds(c, output_dir)
-
-    trainer = create_trainer(c.model, c.optimizer, c.loss_fn, c.device, c.speed)
-    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: c.train_loader.set_epoch(e.state.epoch - 1))
-    milestones = one_cycle_milestones(lr_min, lr_max, len(c.train_loader), config.epochs,
-                                      config.resolved_peak_epoch)
-    scheduler = attach_one_cycle(trainer, c.optimizer, milestones)
-    lr_recorder = LRRecorder(c.optimizer).attach(trainer)
-    attach_train_metrics(trainer, c.loss_fn, c.device)
-    NonFiniteLossCheck(config.nan_check_every).attach(trainer)  # before the evaluation and the outputs
-
-    # [dist] Each rank evaluates its own unpadded test shard with the plain model and rank 0's BatchNorm
-    # buffers: no collective per batch (shards may differ by one batch), and the all-reduced metrics
-    # are those of rank 0's model over the whole test set.
-    evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed, tta=config.tta)
-    evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(c.test_loader))
-    val_evaluator = None
-    if c.val_loader is not None:
-        val_evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed)
-        val_evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: val_evaluator.run(c.val_loader))
-    history = MetricHistory(c.optimizer).attach(trainer, evaluator, val_evaluator)
+    run = Run(**{f.name: getattr(c, f.name) for f in fields(Components)}, **_engines(c, lr_min, lr_max),
+              lr_min=lr_min, lr_max=lr_max, range_test=range_test, output_dir=output_dir)
     if is_main_process():  # a bar on a terminal, else one line per epoch (handlers/console.py)
-        attach_console(trainer, history, config.epochs, config.progress)
-
-    run = Run(**{f.name: getattr(c, f.name) for f in fields(Components)}, trainer=trainer, evaluator=evaluator,
-              scheduler=scheduler, history=history, lr_recorder=lr_recorder, lr_min=lr_min, lr_max=lr_max,
-              range_test=range_test, output_dir=output_dir, val_evaluator=val_evaluator)
-    if is_main_process():  # [dist] summary.json, CSVs and plots come from rank 0 alone
-        _attach_outputs(run)
+        attach_console(run.trainer, run.history, c.config.epochs, c.config.progress)
+        _attach_outputs(run)  # [dist] summary.json, CSVs and plots come from rank 0 alone
     attach_default_handlers(run, resume)
     return run
 
 
+def _engines(c: Components, lr_min: float, lr_max: float) -> dict:
+    """The trainer (One Cycle, train metrics, NaN check), the evaluators run at each epoch end, the history."""
+    cfg = c.config
+    trainer = create_trainer(c.model, c.optimizer, c.loss_fn, c.device, c.speed)
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: c.train_loader.set_epoch(e.state.epoch - 1))
+    milestones = one_cycle_milestones(lr_min, lr_max, len(c.train_loader), cfg.epochs, cfg.resolved_peak_epoch)
+    scheduler = attach_one_cycle(trainer, c.optimizer, milestones)
+    lr_recorder = LRRecorder(c.optimizer).attach(trainer)
+    attach_train_metrics(trainer, c.loss_fn, c.device)
+    NonFiniteLossCheck(cfg.nan_check_every).attach(trainer)  # before the evaluation and the outputs
+    evaluator = _epoch_evaluator(c, trainer, c.test_loader, tta=cfg.tta)
+    val_evaluator = _epoch_evaluator(c, trainer, c.val_loader) if c.val_loader is not None else None
+    history = MetricHistory(c.optimizer).attach(trainer, evaluator, val_evaluator)
+    return dict(trainer=trainer, evaluator=evaluator, val_evaluator=val_evaluator, scheduler=scheduler,
+                history=history, lr_recorder=lr_recorder, interrupt=SigintStop(trainer, cfg.output_dir))
+
+
+def _epoch_evaluator(c: Components, trainer: Engine, loader, tta: bool = False) -> Engine:
+    """An evaluator run over `loader` at every epoch end.
+
+    [dist] Each rank evaluates its own unpadded shard with the plain model and rank 0's BatchNorm buffers:
+    no collective per batch (shards may differ by one batch), and the all-reduced metrics are those of
+    rank 0's model over the whole set.
+    """
+    evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed, tta=tta)
+    evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(loader))
+    return evaluator
+
+
 def _attach_outputs(run: Run) -> None:
+    """summary.json and the CSVs after every epoch; the final plots when the run completes."""
     started = {}
 
     def on_start(_):
@@ -175,9 +190,7 @@ def _attach_outputs(run: Run) -> None:
     def on_complete(_):
         # COMPLETED also follows a handler's trainer.terminate() (early stopping): not every epoch ran then
         run.write_outputs(completed=run.all_epochs_ran)
-        plots = run.output_dir / "plots"
-        save_one_cycle_plot(plots / "one_cycle.png", run.lr_recorder.lrs, run.lr_max)
-        save_curves_plot(plots / "curves.png", run.history.rows)
+        save_final_plots(run.output_dir, run.lr_recorder.lrs, run.lr_max, run.history.rows)
 
     run.trainer.add_event_handler(Events.STARTED, on_start)
     run.trainer.add_event_handler(Events.EPOCH_COMPLETED, on_epoch)

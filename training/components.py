@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from data.loaders import cpu_eval_loader, cpu_loaders
 from engine.config import Config
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
 from engine.trainer import StepSpeed, cpu_has_native_bf16
-from handlers.outputs import write_atomic
-from handlers.plots import save_lr_finder_plot
+from run_folder.files import write_atomic
+from run_folder.plots import save_lr_finder_plot
 from models import CustomResNet
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,12 @@ def process_device(config: Config) -> torch.device:
     return idist.device() if idist.backend() == "nccl" else torch.device("cpu")
 
 
-def share_output_dir(config: Config) -> None:
-    """[dist] Every rank takes rank 0's output directory (a default one is a timestamp, per process)."""
-    if idist.get_world_size() > 1:
-        mine = str(config.resolved_output_dir()) if is_main_process() else None
-        config.output_dir = idist.broadcast(mine, src=0, safe_mode=True)
+def share_output_dir(config: Config) -> Config:
+    """[dist] The config with rank 0's output directory (under torchrun each process timestamped its own)."""
+    if idist.get_world_size() == 1:
+        return config
+    mine = config.output_dir if is_main_process() else None
+    return replace(config, output_dir=idist.broadcast(mine, src=0, safe_mode=True))
 
 
 def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -84,7 +85,7 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     return idist.auto_model(model)
 
 
-@dataclass
+@dataclass(slots=True)
 class Components:
     """What a run is made of before any Engine exists (also all the range test needs)."""
     config: Config
@@ -101,10 +102,9 @@ class Components:
 
 def build_components(config: Config) -> Components:
     """Data, model (DDP-wrapped when distributed), optimizer, loss and this process's loaders."""
-    config.validate()
+    config = share_output_dir(config.resolved())
     device = process_device(config)
     check_batch_split(config.batch_size, idist.get_world_size())
-    share_output_dir(config)
     # [dist] The same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     manual_seed(config.seed)
     # [dist] One process per node downloads/reads first; the others then find the files in place.
@@ -139,8 +139,7 @@ def find_lr(c: Components, output_dir: Path) -> RangeTest:
     result = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device,
                             cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters, c.speed, rule=cfg.lr_rule)
     if is_main_process():
-        save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.lrs, result.losses,
-                            result.lr_min, result.lr_max, result.suggestions, result.rule)
+        save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.to_dict())
         write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
     return result
 

@@ -1,18 +1,19 @@
 """What report.html says, as plain values from summary.json's dict and the run's settings (no I/O here).
 
-handlers/report.py gathers the inputs and renders them with templates/report.html.j2.
+run_folder/report_page.py gathers the inputs and renders them with templates/report.html.j2.
 """
 from __future__ import annotations
 
 import math
 
-from engine.lr_finder import FALLBACK_DIV, MAX_RATIO, MIN_RATIO
-from handlers.console import format_duration
-from handlers.report_charts import COLORS, Chart, Series, render
+from engine.config import Config
+from engine.lr_rules import FALLBACK_DIV, MAX_RATIO, MIN_RATIO
+from run_folder.summary import format_duration
+from run_folder.report_charts import COLORS, Chart, Series, render
 
-# The assignment, in Config's terms (engine/config.py's defaults are these; tests/test_report.py checks it).
-ASSIGNMENT = {"dataset": "cifar10", "width": 64, "batch_size": 512, "epochs": 24, "peak_epoch": 5.0,
-              "target": 0.90, "target_epoch": 19}
+# The assignment, in Config's terms: its defaults are the assignment (tests/test_report.py checks them against it).
+ASSIGNMENT = {**{k: getattr(Config(), k) for k in ("dataset", "width", "batch_size", "epochs", "target", "target_epoch")},
+              "peak_epoch": Config().resolved_peak_epoch}
 CIFAR10 = {"train": 50_000, "test": 10_000, "classes": 10}
 ASSIGNMENT_PARAMS = 6_573_130
 
@@ -25,7 +26,7 @@ def target_text(target: float) -> str:
     return f"{target:.0%}" if round(target * 100, 6) == round(target * 100) else f"{target:.2%}"
 
 
-def verdict(summary: dict | None, epochs: int, ended: dict | None, epoch_now: int) -> dict:
+def page_verdict(summary: dict | None, epochs: int, ended: dict | None, epoch_now: int) -> dict:
     """The top of the page: how the run stands or ended, the target, and the headline numbers.
 
     ended: None while the run is in progress; else {"finished": bool, "reason": str | None, "epoch": E,

@@ -35,34 +35,41 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 
 
 # (marker, size): drawn largest first, so a reading that falls on another stays visible around it
-SUGGESTION_MARKERS = {"steepest": ("v", 13), "valley": ("o", 10), "minimum": ("s", 7), "fall_start": ("^", 9)}
-SUGGESTION_LABELS = {"steepest": "steepest fall", "valley": "valley (fastai)", "minimum": "minimum / 10",
-                     "fall_start": "fall starts"}
+SUGGESTION_MARKERS = {"two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10), "minimum": ("s", 7),
+                      "mid": ("P", 9), "fall_start": ("^", 9)}
+SUGGESTION_LABELS = {"two_thirds": "two thirds of the fall", "steepest": "steepest fall", "valley": "valley (fastai)",
+                     "minimum": "minimum / 10", "mid": "steepest-minimum middle", "fall_start": "fall starts"}
 
 
-def lr_finder_figure(lrs, losses, lr_min: float, lr_max: float, suggestions: dict | None = None,
-                     rule: str | None = None):
-    """The smoothed loss against the LR, LRMIN/LRMAX as lines and every rule's reading as a marker."""
+def lr_finder_figure(finder: dict):
+    """The range test (a RangeTest.to_dict(), as lr_finder.json holds it): the raw loss of each iteration, the
+    curve the readings are taken on (centred smoothing), FastaiLRFinder's lagged average, LRMIN/LRMAX as
+    lines and every reading as a marker on the reading curve."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(lrs, losses, color="0.3", label="smoothed loss")
+    raw, reading = finder.get("loss_raw") or [], list(zip(finder.get("reading_lr") or [], finder.get("reading_loss") or []))
+    if raw:
+        ax.plot(finder["lr"][:len(raw)], raw, ".", color="0.6", markersize=3, label="loss (each iteration)")
+    ax.plot(finder["lr"], finder["loss"], color="tab:orange", lw=1, label="FastaiLRFinder's average (lags)")
+    if reading:
+        ax.plot(*zip(*reading), color="0.15", lw=1.8, label="reading curve (centred smoothing)")
+    lr_min, lr_max, rule = finder["lr_min"], finder["lr_max"], finder.get("rule")
     ax.axvline(lr_min, color="tab:green", ls="--", label=f"LRMIN {lr_min:.3g}")
     ax.axvline(lr_max, color="tab:red", ls="--", label=f"LRMAX {lr_max:.3g}" + (f" ({rule})" if rule else ""))
-    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if np.isfinite(loss)]
-    readings = sorted((suggestions or {}).items(), key=lambda kv: -SUGGESTION_MARKERS.get(kv[0], ("x", 8))[1])
+    curve = [(lr, loss) for lr, loss in (reading or zip(finder["lr"], finder["loss"])) if np.isfinite(loss)]
+    readings = sorted((finder.get("suggestions") or {}).items(), key=lambda kv: -SUGGESTION_MARKERS.get(kv[0], ("x", 8))[1])
     for name, lr in readings:
-        if lr is None or not finite:
+        if lr is None or not curve:
             continue
         # the marker sits on the curve at the nearest tested LR (minimum/10 may fall between points)
-        near = min(finite, key=lambda p: abs(np.log(p[0]) - np.log(lr)))
+        near = min(curve, key=lambda p: abs(np.log(p[0]) - np.log(lr)))
         marker, size = SUGGESTION_MARKERS.get(name, ("x", 8))
         ax.plot([lr], [near[1]], marker, markersize=size, markeredgecolor="black",
                 label=f"{SUGGESTION_LABELS.get(name, name)} {lr:.3g}", zorder=3)
-    if finite:  # a diverging tail would flatten the interesting part: cap the view at twice the first loss
-        first = finite[0][1]
-        low = min(loss for _, loss in finite)
-        ax.set_ylim(low - 0.05 * (first - low + 1e-9), max(first * 1.5, low + 1e-6))
+    if curve:  # a diverging tail would flatten the interesting part: cap the view above the first loss
+        first, low = curve[0][1], min(loss for _, loss in curve)
+        ax.set_ylim(low - 0.1 * (first - low + 1e-9), max(first * 1.25, low + 1e-6))
     ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="loss", title="LR range test")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig
 
@@ -94,8 +101,8 @@ def curves_figure(rows):
     return fig
 
 
-def save_lr_finder_plot(path: Path, lrs, losses, lr_min, lr_max, suggestions=None, rule=None) -> Path:
-    return save_figure(lr_finder_figure(lrs, losses, lr_min, lr_max, suggestions, rule), path)
+def save_lr_finder_plot(path: Path, finder: dict) -> Path:
+    return save_figure(lr_finder_figure(finder), path)
 
 
 def save_one_cycle_plot(path: Path, lrs, lr_max) -> Path:
@@ -104,3 +111,9 @@ def save_one_cycle_plot(path: Path, lrs, lr_max) -> Path:
 
 def save_curves_plot(path: Path, rows) -> Path:
     return save_figure(curves_figure(rows), path)
+
+
+def save_final_plots(output_dir: Path, lrs, lr_max: float, rows) -> None:
+    """plots/one_cycle.png and plots/curves.png, drawn once the run has ended (or found ended when resumed)."""
+    save_one_cycle_plot(Path(output_dir) / "plots" / "one_cycle.png", lrs, lr_max)
+    save_curves_plot(Path(output_dir) / "plots" / "curves.png", rows)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from core.errors import UserError
 from engine.config import config_yaml
-from handlers.outputs import write_atomic
-from handlers.checkpoint import CHECKPOINT_DIR, PARTIAL_SUFFIX, training_checkpoints
+from run_folder.files import write_atomic
+from run_folder.checkpoint_files import CHECKPOINT_DIR, PARTIAL_SUFFIX, training_checkpoints
 
 # Everything a run writes into --output-dir: what --overwrite replaces. Other files are left alone.
 RUN_OUTPUTS = (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}{PARTIAL_SUFFIX}", "tensorboard", "misclassified", "plots",

@@ -1,4 +1,6 @@
-"""Finding, validating and loading a resume point (`--resume auto|PATH`); the saving side is handlers/checkpoint.py.
+"""The checkpoint files of a run folder: writing them safely (SafeDiskSaver), listing them, and reading and checking
+the one `--resume auto|PATH` names. Saving is attached by handlers/checkpoint.py; loading a checkpoint's state
+into a built run is training/resume.py.
 
 A resume loads a training checkpoint with torch.load(weights_only=True) and checks it against this
 run's settings before anything is built from it. A run whose checkpoint is already at its last
@@ -8,23 +10,86 @@ deleting the oldest leaves one extra complete file; resuming in that folder remo
 """
 from __future__ import annotations
 
-import itertools
 import json
 import logging
+import os
 import pickle
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from ignite.handlers import Checkpoint
+from ignite.handlers import DiskSaver
 
 from core.errors import UserError
-from handlers.checkpoint import CHECKPOINT_DIR, training_checkpoints
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+PARTIAL_SUFFIX = ".partial"  # checkpoints being written go to OUTPUT/.checkpoints.partial/, then move in
+TRAINING_FILE = re.compile(r"^checkpoint_(\d+)\.pt$")
+
+
+def training_checkpoints(output_dir: Path) -> list[Path]:
+    """Training checkpoints in OUTPUT/checkpoints, oldest first by trainer iteration (not file time)."""
+    folder = Path(output_dir) / CHECKPOINT_DIR
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint_*.pt") if (m := TRAINING_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+class SafeDiskSaver(DiskSaver):
+    """ignite's DiskSaver, made safe against a kill at any moment.
+
+    A checkpoint is written into a sibling folder `.<dirname>.partial`, flushed to disk (fsync), then
+    renamed into `dirname`, so every file in `dirname` is complete. ignite's Checkpoint removes the
+    oldest file *before* it writes the new one; here removals wait until the new file is in place, so a
+    kill in between never leaves fewer complete checkpoints than before (with --keep-checkpoints 1: none).
+    """
+
+    def __init__(self, dirname, **kwargs):
+        super().__init__(dirname, atomic=True, **kwargs)
+        self.partial_dir = self.dirname.parent / f".{self.dirname.name}{PARTIAL_SUFFIX}"
+        self._pending_removals: list[str] = []
+        if self.partial_dir.is_dir():  # left by a killed run: never complete, never loaded
+            for leftover in self.partial_dir.iterdir():
+                leftover.unlink()
+                log.warning("removed %s: a checkpoint a stopped run had not finished writing", leftover)
+
+    def _save_func(self, checkpoint, path: Path, func) -> None:
+        path = Path(path)
+        self.partial_dir.mkdir(exist_ok=True)
+        partial = self.partial_dir / path.name
+        with open(partial, "wb") as f:
+            func(checkpoint, f, **self.kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        _fsync_dir(path.parent)
+        try:
+            self.partial_dir.rmdir()
+        except OSError:  # another save under way (other ranks' savers do not write)
+            pass
+        removals, self._pending_removals = self._pending_removals, []
+        for name in removals:
+            if name != path.name:
+                super().remove(name)
+
+    def remove(self, filename: str) -> None:
+        self._pending_removals.append(filename)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 # Settings that fix the One Cycle schedule and the data order: a resume must use the saved ones.
 SCHEDULE_SETTINGS = ("dataset", "subset", "val_split", "data_seed", "epochs", "batch_size", "peak_epoch", "seed")
@@ -51,30 +116,47 @@ class ResumePoint:
     def iteration(self) -> int:
         return int(self.state["trainer"]["iteration"])
 
+    @property
+    def complete(self) -> bool:
+        """Saved at the run's last iteration: there is nothing left to train."""
+        trainer, epochs = self.state["trainer"], self.state["run_state"]["config"]["epochs"]
+        return trainer["iteration"] >= trainer["epoch_length"] * epochs
 
-def find_resume_point(config, output_dir: Path) -> ResumePoint | None:
-    """The checkpoint --resume names (None for a new run); refuses to start a new run over old checkpoints."""
-    existing = training_checkpoints(output_dir)
+    def record(self, previous_summary: dict | None = None):
+        """The run as summary.json describes it, complete (run_folder.summary.RunRecord)."""
+        from run_folder.summary import record_from_state
+
+        return record_from_state(self.state["run_state"], self.state["history"]["rows"], completed=True,
+                                 previous=previous_summary)
+
+
+def find_resume_point(config) -> ResumePoint | None:
+    """The checkpoint `--resume` names, read once and checked against this run's settings.
+
+    None for a new run, and for `--resume auto` in a folder with no checkpoint yet. UserError for a damaged
+    file or a checkpoint saved with other settings. A run that has trained every epoch is returned too:
+    `point.complete` says so (run.py then reports it and exits 0, changing nothing).
+    """
     if config.resume is None:
-        if existing and not getattr(config, "overwrite", False):
-            raise UserError(f"{output_dir / CHECKPOINT_DIR} already holds checkpoints of an earlier run: "
-                            f"pass --resume auto to continue it, --overwrite to replace it, or choose a new "
-                            f"--output-dir")
         return None
-    point = named_resume_point(config, output_dir)
-    if point is None:
-        log.info("--resume auto: no checkpoint in %s yet; starting a new run", output_dir / CHECKPOINT_DIR)
-        return None
-    if is_complete(point, config.epochs):  # run.py reports this case before building (finished_run)
-        raise UserError(f"{point.path} is from the end of the run (all {config.epochs} epochs done): nothing "
-                        f"to resume; start a new run with another --output-dir")
+    if config.resume == "auto":
+        existing = training_checkpoints(Path(config.output_dir))
+        if not existing:
+            log.info("--resume auto: no checkpoint in %s yet; starting a new run",
+                     Path(config.output_dir) / CHECKPOINT_DIR)
+            return None
+        path = existing[-1]
+    else:
+        path = Path(config.resume)
+    point = ResumePoint(path, load_checkpoint_file(path))
+    _check_resumable(point, config)
     return point
 
 
 def load_checkpoint_file(path: Path) -> dict:
     """torch.load(weights_only=True) onto the CPU (load_state_dict moves tensors to the model's device)."""
     def damaged(e: BaseException) -> UserError:
-        return UserError(f"cannot read checkpoint {path} ({_first_line(e)}): the file is damaged or not a "
+        return UserError(f"cannot read checkpoint {path} ({first_line(e)}): the file is damaged or not a "
                          f"torch checkpoint; pass another --resume file, or delete it to use the previous one")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -107,37 +189,6 @@ def _check_resumable(point: ResumePoint, config) -> None:
                         f"{flags(config.to_dict())}: pass the same flags to resume, or use a new --output-dir")
 
 
-def is_complete(point: ResumePoint, epochs: int) -> bool:
-    """The checkpoint was saved at the run's last iteration: there is nothing left to train."""
-    trainer = point.state["trainer"]
-    return trainer["iteration"] >= trainer["epoch_length"] * epochs
-
-
-def finished_run(config) -> ResumePoint | None:
-    """The checkpoint --resume would continue from, if that run has already trained all its epochs.
-
-    Read-only: the restart loop's last call (`--resume auto` after the run finished) must change
-    nothing. A damaged checkpoint or other settings raise UserError, as the resume itself would.
-    """
-    point = named_resume_point(config, Path(config.output_dir)) if config.resume is not None else None
-    return point if point is not None and is_complete(point, config.epochs) else None
-
-
-def named_resume_point(config, output_dir: Path) -> ResumePoint | None:
-    """The checkpoint `--resume` names, loaded and checked against this run's settings; None for
-    `--resume auto` in a folder without one. UserError for a damaged file or other settings."""
-    if config.resume == "auto":
-        existing = training_checkpoints(output_dir)
-        if not existing:
-            return None
-        path = existing[-1]
-    else:
-        path = Path(config.resume)
-    point = ResumePoint(path, load_checkpoint_file(path))
-    _check_resumable(point, config)
-    return point
-
-
 def finish_complete_run(point: ResumePoint, output_dir: Path) -> list[str]:
     """Tidy a run whose last checkpoint is its end; returns what was done (nothing for a cleanly finished run).
 
@@ -145,9 +196,8 @@ def finish_complete_run(point: ResumePoint, output_dir: Path) -> list[str]:
     .checkpoints.partial, and a summary.json not yet marked completed (it is marked at COMPLETED, after
     that save). Each is put right here, and said so; a run that finished cleanly is left byte for byte.
     """
-    from handlers.checkpoint import PARTIAL_SUFFIX
-    from handlers.outputs import write_run_files
-    from handlers.plots import save_curves_plot, save_one_cycle_plot
+    from run_folder.plots import save_final_plots
+    from run_folder.summary import build_summary, write_run_files
 
     done = []
     folder = Path(output_dir) / CHECKPOINT_DIR
@@ -160,28 +210,36 @@ def finish_complete_run(point: ResumePoint, output_dir: Path) -> list[str]:
             done.append(f"removed {leftover} (never finished writing)")
         partial.rmdir()
     summary_path = Path(output_dir) / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError):
-        summary = None
+    previous = _read_summary(summary_path)
     rows = point.state["history"]["rows"]
-    if summary is None or summary.get("completed") is not True or len(summary.get("history", [])) != len(rows):
-        from handlers.outputs import build_summary
-
-        saved = point.state["run_state"]
-        kept = {k: v for k, v in (summary or {}).items() if k not in ("history", "completed", "epochs_completed")}
-        summary = build_summary(config=saved["config"], rows=rows, lr_min=saved["lr_min"], lr_max=saved["lr_max"],
-                                params=kept.get("params", 0), device=kept.get("device", ""),
-                                train_seconds=saved["train_seconds"], completed=True,
-                                extra={k: v for k, v in kept.items() if k not in ("params", "device")})
+    if previous is None or previous.get("completed") is not True or len(previous.get("history", [])) != len(rows):
+        summary = build_summary(point.record(previous))
         lrs = point.state["lr_recorder"]["lrs"]
         write_run_files(Path(output_dir), summary, lrs)
-        save_one_cycle_plot(Path(output_dir) / "plots" / "one_cycle.png", lrs, saved["lr_max"])
-        save_curves_plot(Path(output_dir) / "plots" / "curves.png", rows)
+        save_final_plots(Path(output_dir), lrs, summary["lr_max"], rows)
         done.append(f"marked {summary_path} completed (the run was stopped while saving its last checkpoint)")
     for line in done:
         log.warning(line)
     return done
+
+
+def complete_run_message(point: ResumePoint, tidied: list[str]) -> str:
+    """What `--resume` on a run that already trained every epoch prints: its result, and that nothing was done."""
+    from run_folder.summary import build_summary, verdict_line
+
+    summary = build_summary(point.record())
+    rows = summary["history"]
+    return (f"already complete: {point.path} is the end of the run (all {len(rows)} epochs trained); final test "
+            f"accuracy {summary['final_test_accuracy']:.2%}, best {summary['best_test_accuracy']:.2%}; "
+            f"{verdict_line(summary)}. " + ("Nothing to do: no file was changed." if not tidied else
+                                            "Nothing to train; the folder was tidied (see the warnings above)."))
+
+
+def _read_summary(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def remove_stale_checkpoints(point: ResumePoint, folder: Path, tracked: set[str]) -> list[Path]:
@@ -206,60 +264,10 @@ def _iteration(path: Path) -> int:
     return int(path.stem.split("_")[1])
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     # load_state_dict's first line is only a header ("Error(s) in loading ..."); the cause is on the next.
     first = " ".join(text[:2]) if len(text) > 1 and text[0].endswith(":") else (text[0] if text else "")
     return f"{type(e).__name__}: {first[:200]}".strip()
 
 
-def load_resume_point(objects: dict[str, Any], point: ResumePoint, folder: Path) -> None:
-    """Load every object a checkpoint has state for; a different model is a one-line error.
-
-    The checkpointers' file lists keep only files present in `folder`: resumed into a new --output-dir,
-    they would otherwise try to delete the old run's files there.
-    """
-    state = dict(point.state)
-    for key in ("checkpointer", "best_checkpointer"):
-        if key in state:
-            state[key] = {"_saved": [item for item in state[key]["_saved"] if (Path(folder) / item[1]).is_file()]}
-    to_load = {k: v for k, v in objects.items() if k in state}
-    try:
-        Checkpoint.load_objects(to_load, state)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise UserError(f"{point.path} does not fit this run ({_first_line(e)}): it is a checkpoint of "
-                        f"another model; resume with the flags it was saved with (e.g. --width), or use a new "
-                        f"--output-dir") from None
-    if "checkpointer" in state:  # only once the checkpoint has proved good: a failed command deletes nothing
-        remove_stale_checkpoints(point, Path(folder), {item[1] for item in state["checkpointer"]["_saved"]})
-    log.info("resumed from %s at iteration %d", point.path, point.iteration)
-
-
-class SkipFirstBatches:
-    """The train loader, except that its next iterator starts `skip` batches into the epoch.
-
-    Resumed mid-epoch, ignite runs only the epoch's remaining iterations but takes them from the
-    start of the data; skipping the batches already trained on gives the batches a straight run sees
-    (they are still loaded, which keeps the augmentation RNG streams in step).
-    """
-
-    def __init__(self, loader, skip: int):
-        self.loader, self.skip = loader, skip
-
-    def __iter__(self):
-        iterator = iter(self.loader)
-        skip, self.skip = self.skip, 0
-        return itertools.islice(iterator, skip, None) if skip else iterator
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str):
-        return getattr(self.loader, name)
-
-
-def align_train_loader(run, point: ResumePoint) -> None:
-    """After a mid-epoch resume, make run.fit() continue with the batches after the checkpoint's."""
-    done_in_epoch = point.iteration % len(run.train_loader)
-    if done_in_epoch:
-        run.train_loader = SkipFirstBatches(run.train_loader, done_in_epoch)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ignite.distributed as idist
 
-from handlers.checkpoint import CHECKPOINT_DIR, attach_checkpoints
+from handlers.checkpoint import attach_checkpoints
+from run_folder.checkpoint_files import CHECKPOINT_DIR
 from handlers.confusion import ConfusionTracker
 from handlers.gradcam import GradCamGrid
 from handlers.interpret import Interpretation
-from handlers.interrupt import attach_interrupt_checkpoint
 from handlers.misclassified import MisclassifiedDump
 from handlers.model_summary import attach_model_summary
-from handlers.resume import ResumePoint, align_train_loader, load_resume_point
+from run_folder.checkpoint_files import ResumePoint
+from training.resume import align_train_loader, load_resume_point
 from handlers.report import RunReport
 from handlers.tensorboard import TensorBoardWriter
 
@@ -34,7 +35,7 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     MisclassifiedDump(run, cfg.dump_every, cfg.misclassified_count, run.tensorboard, write, explain).attach()
     objects = attach_checkpoints(run, cfg.keep_checkpoints, cfg.checkpoint_every, write)
     if write:
-        attach_interrupt_checkpoint(run, objects["checkpointer"])
+        run.interrupt.attach_checkpoint(run.model, objects["checkpointer"])
         run.report = RunReport(run).attach()  # last: its epoch handler reads what the others wrote
     if resume is not None:
         load_resume_point(objects, resume, run.output_dir / CHECKPOINT_DIR)
