@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from data.datasets import DATASETS
-from engine.lr_rules import LR_MIN_HELP, LR_RULE_HELP, LRMAX_RULES
+from engine.lr_rules import DEFAULT_RULE, LR_MIN_HELP, LR_RULE_HELP, LRMAX_RULES
 
 # The recipe puts the One Cycle peak at epoch 5 of 24; other lengths keep the same fraction.
 PEAK_FRACTION = 5 / 24
@@ -82,7 +82,7 @@ class Config:
     lr_find_start: float = setting(1e-7, "range test start LR", group=RECIPE, metavar="LR")
     lr_find_end: float = setting(10.0, "range test end LR", group=RECIPE, metavar="LR")
     lr_find_iters: int = setting(100, "range test iterations", group=RECIPE, metavar="N")
-    lr_rule: str = setting("steepest", LR_RULE_HELP, group=RECIPE, choices=LRMAX_RULES)
+    lr_rule: str = setting(DEFAULT_RULE, LR_RULE_HELP, group=RECIPE, choices=LRMAX_RULES)
     width: int = setting(64, "base channel count; 64 is the assignment's network (smaller only for quick tests)",
                          group=RECIPE, metavar="N")
     # run

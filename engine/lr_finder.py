@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
-from engine.lr_rules import FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, finite_curve, reading_curve, suggestions
+from engine.lr_rules import DEFAULT_RULE, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class RangeTest:
     lr_max: float
     suggestion: float | None     # FastaiLRFinder's own steepest-gradient LR on its lagged curve, None if it had none
     warnings: list[str] = field(default_factory=list)
-    rule: str = "steepest"       # which reading of the curve set LRMAX
+    rule: str = DEFAULT_RULE     # which reading of the curve set LRMAX
     suggestions: dict[str, float | None] = field(default_factory=dict)  # every rule's reading (engine/lr_rules.py)
     raw_losses: list[float] = field(default_factory=list)  # the loss of each iteration, as the step returned it
     reading_lrs: list[float] = field(default_factory=list)  # the curve the readings are taken on (reading_curve)
@@ -37,7 +37,7 @@ class RangeTest:
 
 
 def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
-                   num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = "steepest") -> RangeTest:
+                   num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = DEFAULT_RULE) -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
     The finder restores the model and optimizer states when it exits. Besides its smoothed curve, the raw
@@ -81,7 +81,7 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
                      suggestions(reading_lrs, reading_losses), raw_losses, reading_lrs, reading_losses)
 
 
-def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = None, rule: str = "steepest"):
+def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = None, rule: str = DEFAULT_RULE):
     """LRMAX = the `rule` reading of the curve; LRMIN = where the loss starts to fall; (lr_min, lr_max, warnings).
 
     Rules are in engine/lr_rules.py; they read the raw losses through reading_curve (trimmed, centred smoothing). LRMIN (fall_start) is then clipped so that LRMAX / LRMIN lies in
@@ -103,7 +103,8 @@ def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = 
     if lr_max is None:
         lr_max = math.sqrt(start_lr * end_lr)
         usable = len(finite_curve(*curve)[0])
-        warnings.append(f"the LR range test found no {rule} reading: the loss never fell ({usable} usable points); using "
+        what = {"steepest": "steepest fall", "valley": "valley", "minimum": "minimum below the start"}.get(rule, "fall")
+        warnings.append(f"the LR range test found no {what} ({usable} usable points); using "
                         f"LRMAX = {lr_max:.3g}, the middle of [{start_lr:g}, {end_lr:g}]: pass --lr-max to choose")
     lr_min = readings["fall_start"]
     if lr_min is None or lr_min >= lr_max:

@@ -11,6 +11,7 @@ curve to higher LRs, by up to a decade and a half at 12.5 points per decade.
 - valley:     fastai's rule: the longest stretch over which the loss keeps falling (the longest
               decreasing subsequence), and the point half way along it (fastai's 1/3 + 1/6).
 - minimum:    the LR of the lowest loss, divided by 10 (fastai's `minimum`, Leslie Smith's habit).
+- fall80:     the first LR at which the loss has made 80% of its fall (first value to minimum).
 - fall_start: the first LR at which the loss has fallen FALL_SHARE of the way from its first value
               to its minimum: where learning starts.
 - two_thirds: the point two thirds of the way, in log LR, from fall_start to the minimum's LR.
@@ -25,9 +26,12 @@ import math
 import numpy as np
 
 # LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
-LRMAX_RULES = ("two_thirds", "steepest", "valley", "minimum", "mid")
+LRMAX_RULES = ("fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
+DEFAULT_RULE = "fall80"  # chosen on validation runs and its steadiness over seeds (BENCHMARKS.md)
 # fall_start: the share of the total fall (first value to minimum) that marks the start of learning.
 FALL_SHARE = 0.05
+# fall80: the share of the total fall at which LRMAX is read.
+FALL80_SHARE = 0.8
 # Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
 # annihilation below LRMIN), and has no near-zero start. 25 is torch OneCycleLR's div_factor.
 MIN_RATIO, MAX_RATIO = 25.0, 100.0
@@ -78,7 +82,7 @@ def reading_curve(lrs, raw_losses, trim_start: float = TRIM_START,
 def steepest(lrs, losses) -> float | None:
     """The steepest fall before the minimum, as ignite's lr_suggestion finds it (None: under 3 points)."""
     lrs, losses = finite_curve(lrs, losses)
-    if not losses:
+    if not falls(losses):
         return None
     falling = losses[: losses.index(min(losses)) + 1]
     if len(falling) < 3:
@@ -91,7 +95,7 @@ def valley(lrs, losses) -> float | None:
     """fastai's valley: the middle of the longest decreasing run of the loss (None: it never falls)."""
     lrs, losses = finite_curve(lrs, losses)
     n = len(losses)
-    if n < 2:
+    if n < 2 or not falls(losses):
         return None
     # lds[i]: length of the longest strictly decreasing subsequence ending at i
     lds = [1] * n
@@ -109,10 +113,15 @@ def valley(lrs, losses) -> float | None:
     return lrs[start + int(third) + int(third / 2)]
 
 
+def falls(losses) -> bool:
+    """The loss ends up below its first value by more than rounding (a smoothed flat curve is not a fall)."""
+    return len(losses) >= 2 and losses[0] - min(losses) > 1e-9 * max(1.0, abs(losses[0]))
+
+
 def lowest(lrs, losses) -> float | None:
     """The LR of the lowest loss (None: the loss never falls below its first value)."""
     lrs, losses = finite_curve(lrs, losses)
-    if len(losses) < 2 or min(losses) >= losses[0]:
+    if not falls(losses):
         return None
     return lrs[losses.index(min(losses))]
 
@@ -123,13 +132,27 @@ def minimum(lrs, losses) -> float | None:
     return None if lr is None else lr / 10
 
 
-def fall_start(lrs, losses, share: float = FALL_SHARE) -> float | None:
+def fall_point(lrs, losses, share: float) -> float | None:
     """The first LR at which the loss is `share` of the way down from its first value to its minimum."""
     lrs, losses = finite_curve(lrs, losses)
-    if len(losses) < 2 or min(losses) >= losses[0]:
+    if not falls(losses):
         return None
     threshold = losses[0] - share * (losses[0] - min(losses))
     return next(lr for lr, loss in zip(lrs, losses) if loss <= threshold)
+
+
+def fall_start(lrs, losses) -> float | None:
+    """Where the loss has made FALL_SHARE (5%) of its fall: where learning starts."""
+    return fall_point(lrs, losses, FALL_SHARE)
+
+
+def fall80(lrs, losses) -> float | None:
+    """Where the loss has made 80% of its fall, from its first value to its minimum.
+
+    A level crossed on the steep part of the curve: unlike the steepest point or the minimum (a flat
+    bottom), noise moves it little; and it lies below the minimum's LR, where training is still stable.
+    """
+    return fall_point(lrs, losses, FALL80_SHARE)
 
 
 def two_thirds(lrs, losses) -> float | None:
@@ -148,5 +171,6 @@ def mid(lrs, losses) -> float | None:
 
 def suggestions(lrs, losses) -> dict[str, float | None]:
     """Every rule's reading of a (smoothed) curve, by name."""
-    return {"two_thirds": two_thirds(lrs, losses), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
-            "minimum": minimum(lrs, losses), "mid": mid(lrs, losses), "fall_start": fall_start(lrs, losses)}
+    return {"fall80": fall80(lrs, losses), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
+            "minimum": minimum(lrs, losses), "two_thirds": two_thirds(lrs, losses), "mid": mid(lrs, losses),
+            "fall_start": fall_start(lrs, losses)}

@@ -16,9 +16,16 @@ from run_folder.summary import format_duration
 
 
 def wants_bar(progress: bool, stdout: TextIO | None = None, stderr: TextIO | None = None) -> bool:
-    """A bar only when asked for and both streams are terminals (the bar draws on stderr; stdout may be a log)."""
+    """A bar only when asked for, and in a Jupyter notebook or when both streams are terminals (the bar draws on
+    stderr; stdout may be a log)."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    return progress and _isatty(stdout) and _isatty(stderr)
+    return progress and (in_notebook() or (_isatty(stdout) and _isatty(stderr)))
+
+
+def in_notebook() -> bool:
+    """Running in a Jupyter kernel (Colab, Kaggle, JupyterLab): tqdm draws the bar there as a widget or a line."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return type(shell).__name__ in ("ZMQInteractiveShell", "Shell")  # Shell: Colab's kernel
 
 
 def _isatty(stream) -> bool:

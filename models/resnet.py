@@ -52,13 +52,6 @@ class CustomResNet(nn.Module):
         self.layer3 = PoolThenResidual(4 * w, 8 * w)
         self.pool = nn.MaxPool2d(4)
         self.fc = nn.Linear(8 * w, num_classes)
-        # A zero classifier: the untrained network predicts the uniform distribution (loss ln 10 on CIFAR-10)
-        # at every width and seed. With nn.Linear's default the pooled features (mean about 2.4) made the first
-        # logits large and confidently wrong (first loss 2.9 to 4.6 by seed at width 64), and the range test's
-        # first decades showed the network recovering from that rather than learning. The first step's
-        # gradient reaches only fc; from the second step on, every layer learns.
-        nn.init.zeros_(self.fc.weight)
-        nn.init.zeros_(self.fc.bias)
         self.softmax = nn.Softmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

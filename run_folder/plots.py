@@ -35,9 +35,9 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 
 
 # (marker, size): drawn largest first, so a reading that falls on another stays visible around it
-SUGGESTION_MARKERS = {"two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10), "minimum": ("s", 7),
+SUGGESTION_MARKERS = {"fall80": ("*", 15), "two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10), "minimum": ("s", 7),
                       "mid": ("P", 9), "fall_start": ("^", 9)}
-SUGGESTION_LABELS = {"two_thirds": "two thirds of the fall", "steepest": "steepest fall", "valley": "valley (fastai)",
+SUGGESTION_LABELS = {"fall80": "80% of the fall", "two_thirds": "two thirds of the fall", "steepest": "steepest fall", "valley": "valley (fastai)",
                      "minimum": "minimum / 10", "mid": "steepest-minimum middle", "fall_start": "fall starts"}
 
 

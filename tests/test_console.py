@@ -7,7 +7,8 @@ import re
 import pytest
 
 import run as run_module
-from run_folder.summary import format_duration, format_epoch_line, wants_bar
+from handlers.console import format_epoch_line, wants_bar
+from run_folder.summary import format_duration
 from tests.conftest import LR, run_cli
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from engine.lr_finder import choose_lr_bounds
-from engine.lr_rules import fall_start, minimum, steepest, suggestions, valley
+from engine.lr_rules import (LRMAX_RULES, centred_smooth, fall80, fall_start, mid, minimum, reading_curve, steepest,
+                             suggestions, two_thirds, valley)
 
 LRS = list(np.geomspace(1e-6, 1.0, 100))
 
@@ -29,6 +30,12 @@ def test_known_answers_on_a_plateau_fall_rise_curve():
     assert fall_start(lrs, losses) == lrs[28]
     # steepest: the half-cosine falls fastest half way down, at k = 30: point 49
     assert steepest(lrs, losses) == lrs[49]
+    # two_thirds: from point 28 to point 79, two thirds of the way in log LR (the grid is log-uniform): point 62
+    assert two_thirds(lrs, losses) == pytest.approx(lrs[62], rel=1e-9)
+    # mid: between the steepest point 49 and the lowest 79: point 64
+    assert mid(lrs, losses) == pytest.approx(lrs[64], rel=1e-9)
+    # fall80: 80% of the 2.0 fall is 1.4: 2 + cos(pi k/60) <= 1.4 first at k = 43 (cos = -0.6293), point 62
+    assert fall80(lrs, losses) == lrs[62]
 
 
 def test_steepest_finds_the_inflection_of_a_sigmoid_fall():
@@ -46,10 +53,11 @@ def test_a_nan_or_inf_ends_the_curve(where):
 
 
 def test_no_reading_where_the_curve_never_falls():
+    none = {name: None for name in (*LRMAX_RULES, "fall_start")}
     rising = list(np.linspace(2.3, 9.0, 100))
-    assert suggestions(LRS, rising) == {"steepest": None, "valley": None, "minimum": None, "fall_start": None}
-    assert suggestions(LRS, [math.nan] * 100) == {"steepest": None, "valley": None, "minimum": None,
-                                                   "fall_start": None}
+    assert suggestions(LRS, rising) == none
+    assert suggestions(LRS, [math.nan] * 100) == none
+    assert suggestions(*reading_curve(LRS, [2.3] * 100)) == none  # smoothing a flat curve makes no fall of it
 
 
 def test_a_curve_that_never_diverges_still_has_readings():
@@ -59,7 +67,7 @@ def test_a_curve_that_never_diverges_still_has_readings():
     # fall_start: 0.1 of the 2.0 fall, in steps of 2/99: the 5th step
     assert r["valley"] == LRS[49] and r["fall_start"] == LRS[5]
     lr_min, lr_max, warnings = choose_lr_bounds(LRS, falling, 1e-6, 1.0, diverged=False, rule="valley")
-    assert lr_max == LRS[49] and any("never diverged" in w for w in warnings)
+    assert lr_max == suggestions(*reading_curve(LRS, falling))["valley"] and any("never diverged" in w for w in warnings)
 
 
 def test_steepest_is_ignites_suggestion():
@@ -111,8 +119,49 @@ def test_valley_matches_fastais_reading_of_the_same_curve():
         assert valley(LRS, losses) == LRS[max(max_start, 0) + int(sections) + int(sections / 2)]
 
 
-@pytest.mark.parametrize("rule", ["steepest", "valley", "minimum"])
+@pytest.mark.parametrize("rule", LRMAX_RULES)
 def test_every_rule_gives_ordered_bounds(rule):
     lrs, losses = plateau_fall_rise()
     lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-6, 1.0, rule=rule)
-    assert lr_max == suggestions(lrs, losses)[rule] and lr_max / 100 <= lr_min <= lr_max / 2 and not warnings
+    assert lr_max == suggestions(*reading_curve(lrs, losses))[rule] and lr_max / 100 <= lr_min <= lr_max / 2
+    assert not warnings
+
+
+def sigmoid_fall(centre: float, n: int = 100, noise: float = 0.0, seed: int = 0):
+    """A loss that falls by 1.5 around `centre` (log10 LR), then diverges past 1e-1: raw, with noise."""
+    x = np.log10(LRS[:n])
+    rng = np.random.default_rng(seed)
+    return list(2.3 - 1.5 / (1 + np.exp(-(x - centre) * 3)) + (x > -1) * (x + 1) ** 2 * 6 + rng.normal(0, noise, n))
+
+
+def ema(losses, weight=0.05):
+    """FastaiLRFinder's smoothing: weight on the newest loss."""
+    out = [losses[0]]
+    for loss in losses[1:]:
+        out.append(weight * loss + (1 - weight) * out[-1])
+    return out
+
+
+def test_the_centred_smoother_does_not_lag_where_the_exponential_one_does():
+    raw = sigmoid_fall(-3.5)
+    grid = LRS[1] / LRS[0]
+    centred = steepest(*reading_curve(LRS, raw))
+    lagged = steepest(LRS, ema(raw))
+    assert 1 / grid <= centred / 10 ** -3.5 <= grid  # at the true steepest point, within a grid step
+    assert lagged / 10 ** -3.5 > 10 ** 0.5  # the average's steepest point: half a decade late or more
+    smoothed = centred_smooth(LRS, raw)
+    assert max(abs(a - b) for a, b in zip(smoothed[20:80], raw[20:80])) < 0.02  # it follows the curve
+
+
+def test_fall80_reads_noisy_curves_steadily_where_the_minimum_based_readings_do_not():
+    """Noise of 0.03 on a fall of 1.5 (as at batch 512): fall80 crosses its level on the steep part of the curve;
+    the steepest point and the minimum (on a flat bottom) wander with the noise, and so does two_thirds."""
+    curves = [reading_curve(LRS, sigmoid_fall(-3.5, noise=0.03, seed=s)) for s in range(20)]
+    spread = {rule: max(r) / min(r) for rule in ("fall80", "steepest", "two_thirds")
+              for r in [[suggestions(*c)[rule] for c in curves]]}
+    assert spread["fall80"] < 1.3 and spread["steepest"] > 2 and spread["two_thirds"] > 2, spread
+    # the clean curve's fall80: where the sigmoid has made 80% of its 1.5 fall, (x + 3.5) * 3 = ln 4
+    # (within about a grid step, 1.15x: the reading curve is trimmed and smoothed)
+    clean = fall80(*reading_curve(LRS, sigmoid_fall(-3.5)))
+    assert 1 / 1.25 < clean / 10 ** (-3.5 + math.log(4) / 3) < 1.25
+    assert all(1 / 1.3 < suggestions(*c)["fall80"] / clean < 1.3 for c in curves)

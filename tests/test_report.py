@@ -131,8 +131,8 @@ def test_a_clipped_lrmin_is_explained():
 def test_the_template_ships_with_the_package():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    patterns = cfg["options.package_data"]["handlers"].split()
-    templates = [p.relative_to(REPO / "handlers") for p in (REPO / "handlers" / "templates").iterdir()]
+    patterns = cfg["options.package_data"]["run_folder"].split()
+    templates = [p.relative_to(REPO / "run_folder") for p in (REPO / "run_folder" / "templates").iterdir()]
     assert templates and all(any(t.match(pattern) for pattern in patterns) for t in templates)
     assert any(line.strip().startswith("Jinja2") for line in cfg["options"]["install_requires"].splitlines())
 

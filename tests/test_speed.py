@@ -63,7 +63,7 @@ def test_the_cpu_step_runs_channels_last_and_autocast(speed):
     step = create_train_step(model, optimizer, nn.CrossEntropyLoss(), CPU, speed)
     batch = (torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))  # an NCHW batch, as the CPU loader gives
     before = [p.detach().clone() for p in model.parameters()]
-    step(None, batch)  # the classifier starts at zero: the first step's gradient reaches only it
+    step(None, batch)
     out = step(None, batch)
     x, activation = seen[0]
     assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

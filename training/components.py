@@ -3,6 +3,7 @@ LR range test that reads LRMIN and LRMAX from them. `training.builder.build_run`
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ import torch
 from ignite.utils import manual_seed
 from torch import nn
 
+from core.device import GpuStatus, gpu_status
 from core.distributed import broadcast_floats, check_batch_split, is_main_process
 from core.errors import UserError
 from data.datasets import ImageData, load_dataset
@@ -30,11 +32,23 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: torch sees no CUDA GPU here: use --device cpu (or auto)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """auto -> CUDA when torch can use it, else the CPU (saying once why, when a GPU is there but unusable)."""
+    if name == "cpu":
+        return torch.device("cpu")
+    status = _gpu_status()
+    if name == "cuda" and not status.usable:
+        raise UserError(f"--device cuda: torch sees no CUDA GPU here ({status.summary}): use --device cpu (or auto)"
+                        + (f"; {status.warning}" if status.warning else ""))
+    return torch.device("cuda" if status.usable else "cpu")
+
+
+@functools.cache
+def _gpu_status() -> GpuStatus:
+    """core.device.gpu_status, once per process; its warning (a GPU torch cannot use) is logged that once."""
+    status = gpu_status()
+    if status.warning:
+        log.warning(status.warning)
+    return status
 
 
 def build_loaders(config: Config, data: ImageData, device: torch.device, speed: StepSpeed):

@@ -7,6 +7,7 @@ import ignite.distributed as idist
 from handlers.checkpoint import attach_checkpoints
 from run_folder.checkpoint_files import CHECKPOINT_DIR
 from handlers.confusion import ConfusionTracker
+from handlers.cpu_time import CpuTimeEstimate
 from handlers.gradcam import GradCamGrid
 from handlers.interpret import Interpretation
 from handlers.misclassified import MisclassifiedDump
@@ -27,6 +28,8 @@ def attach_default_handlers(run, resume: ResumePoint | None = None) -> None:
     write = idist.get_rank() == 0
     if write:
         attach_model_summary(run)  # torchinfo table, printed and in OUTPUT/model_summary.txt
+        if run.device.type == "cpu":  # a long CPU run says how long, after its first iterations
+            CpuTimeEstimate(cfg.epochs, cfg.width).attach(run.trainer)
         run.tensorboard = TensorBoardWriter(run).attach()
     tracker = ConfusionTracker(run, run.tensorboard).attach(write)
     if write:  # most confused pairs, per-class precision/recall/F1, from the tracker's matrix
