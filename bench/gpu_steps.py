@@ -91,6 +91,8 @@ def accuracy_command(s: Settings, pipeline: str, seeds: list[int], out: Path, ta
     cmd = python(REPO / "bench" / "bench_accuracy.py", "--pipelines", pipeline, "--seeds", *seeds,
                  "--width", width, "--epochs", epochs, "--device", s.device, "--workers", workers,
                  "--data-dir", s.data_dir, "--out", out, "--tag", tag)
+    if s.dry_run:
+        cmd += ["--plain-finder-iters", "20"]  # the plain loop's own range test, short like ours (DRY_RUN_FLAGS)
     if s.dry_run and s.archive is not None:
         cmd += ["--subset", "500"]  # the real archive in a dry run: a slice of it
     extra = [*(DRY_RUN_FLAGS if s.dry_run else ()), *run_flags]

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.lr_finder import FALLBACK_DIV, MAX_RATIO, MIN_RATIO, choose_lr_bounds, run_range_test
-from engine.lr_rules import suggestions
+from engine.lr_rules import reading_curve, suggestions
 from models import CustomResNet
 
 CPU = torch.device("cpu")
@@ -43,6 +43,8 @@ def test_range_test_restores_model_and_optimizer():
 
 
 def test_range_test_agrees_with_torch_lr_finder():
+    """The same model, data and LRs through torch-lr-finder: its smoothed curve is FastaiLRFinder's, its raw curve
+    (smooth_f=0) is the raw loss we keep, and its suggestion is ignite's own (kept as `suggestion`)."""
     from torch_lr_finder import LRFinder
 
     n, start, end = 30, 1e-5, 1.0
@@ -50,58 +52,72 @@ def test_range_test_agrees_with_torch_lr_finder():
     init = copy.deepcopy(model.state_dict())
     ours = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, start, end, n)
 
-    model.load_state_dict(init)
-    reference_optimizer = torch.optim.Adam(model.parameters(), lr=start, weight_decay=1e-2)
-    reference = LRFinder(model, reference_optimizer, nn.CrossEntropyLoss(), device="cpu")
-    # ignite steps the LR as start*(end/start)**(i/n) (and uses its i=1 value on the first
-    # iteration too); torch-lr-finder as start*(end/start)**(i/(n-1)). This end LR makes
-    # both use the same LR from the second iteration on, so the curves differ by ~1%.
-    reference.range_test(loader, start_lr=start, end_lr=start * (end / start) ** ((n - 1) / n), num_iter=n,
-                         step_mode="exp", smooth_f=0.05, diverge_th=5)
-    theirs = reference.history["loss"]
+    def theirs(smooth_f):
+        model.load_state_dict(init)
+        reference = LRFinder(model, torch.optim.Adam(model.parameters(), lr=start, weight_decay=1e-2),
+                             nn.CrossEntropyLoss(), device="cpu")
+        # ignite steps the LR as start*(end/start)**(i/n) (and uses its i=1 value on the first
+        # iteration too); torch-lr-finder as start*(end/start)**(i/(n-1)). This end LR makes
+        # both use the same LR from the second iteration on, so the curves differ by ~1%.
+        reference.range_test(loader, start_lr=start, end_lr=start * (end / start) ** ((n - 1) / n), num_iter=n,
+                             step_mode="exp", smooth_f=smooth_f, diverge_th=5)
+        return reference.history
+    smoothed, raw = theirs(0.05), theirs(0.0)["loss"]
     # Compare the falling part, which decides LRMIN and LRMAX; past the minimum the run
     # diverges and amplifies the one-iteration LR difference.
-    k = int(np.argmin(theirs)) + 1
-    assert k >= 10 and len(ours.losses) >= k
-    np.testing.assert_allclose(ours.losses[:k], theirs[:k], rtol=0.02)
-    assert ours.losses[0] == pytest.approx(theirs[0], rel=1e-6)  # same model, same first batch
+    k = int(np.argmin(smoothed["loss"])) + 1
+    assert k >= 10 and len(ours.losses) >= k and len(ours.raw_losses) == len(ours.lrs)
+    np.testing.assert_allclose(ours.losses[:k], smoothed["loss"][:k], rtol=0.02)
+    np.testing.assert_allclose(ours.raw_losses[:k], raw[:k], rtol=0.05)
+    assert ours.losses[0] == pytest.approx(smoothed["loss"][0], rel=1e-6)  # same model, same first batch
+    assert ours.raw_losses[0] == pytest.approx(raw[0], rel=1e-6)
     grid_step = (end / start) ** (1 / n)
-    lr_steepest = reference.history["lr"][int(np.argmin(np.gradient(theirs[:k])))]
-    assert 1 / grid_step ** 2 <= ours.lr_max / lr_steepest <= grid_step ** 2
+    lr_steepest = smoothed["lr"][int(np.argmin(np.gradient(smoothed["loss"][:k])))]
+    assert 1 / grid_step ** 2 <= ours.suggestion / lr_steepest <= grid_step ** 2
+    assert ours.lr_max == ours.suggestions[ours.rule] and ours.rule == "fall80"
 
 
-def u_curve(n=100, start=1e-7, end=10.0):
+def u_curve(n=100, start=1e-7, end=10.0, centre=-4.0, steepness=3.0):
+    """A sigmoid fall of 1.5 centred at log10(LR) = centre, then divergence above 10**-1.5."""
     lrs = np.geomspace(start, end, n)
     x = np.log10(lrs)
-    loss = 2.3 - 1.5 / (1 + np.exp(-(x + 4) * 3)) + np.where(x > -1.5, (x + 1.5) ** 2 * 4, 0)
+    loss = 2.3 - 1.5 / (1 + np.exp(-(x - centre) * steepness)) + np.where(x > -1.5, (x + 1.5) ** 2 * 4, 0)
     return list(lrs), list(loss)
 
 
+def level_crossing(share, centre=-4.0, steepness=3.0, floor=-1.5):
+    """log10(LR) where u_curve has made `share` of its fall (first value to the minimum near 10**floor)."""
+    total = 1.5 / (1 + math.exp(-(floor - centre) * steepness)) - 1.5 / (1 + math.exp(-(-7 - centre) * steepness))
+    target = share * total + 1.5 / (1 + math.exp(-(-7 - centre) * steepness))
+    return centre + math.log(target / (1.5 - target)) / steepness
+
+
 def test_bounds_from_a_u_shaped_curve():
+    """fall80 and fall_start land where the analytic curve has made 80% and 5% of its fall."""
     lrs, losses = u_curve()
-    suggestion = lrs[int(np.argmin(np.gradient(losses)[: int(np.argmin(losses))]))]
     lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
     assert not warnings
-    assert lr_max == suggestion
-    assert lr_max / MAX_RATIO <= lr_min <= lr_max / MIN_RATIO
-    # This curve's fall starts less than MIN_RATIO below its steepest point, so LRMIN is LRMAX / MIN_RATIO.
-    assert suggestions(lrs, losses)["fall_start"] > lr_max / MIN_RATIO
-    assert lr_min == pytest.approx(lr_max / MIN_RATIO)
-
-
-def test_lrmin_is_the_start_of_the_fall_when_that_lies_far_enough_below_lrmax():
-    lrs = np.geomspace(1e-7, 10, 100)
-    x = np.log10(lrs)  # a gentle fall from 3e-5 that steepens up to 1e-2, then divergence
-    losses = list(2.3 - 1.5 * np.clip((x + 4.5) / 2.5, 0, 1) ** 2 + np.where(x > -1.5, (x + 1.5) ** 2 * 4, 0))
-    lrs = list(lrs)
-    readings = suggestions(lrs, losses)
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
-    assert not warnings and lr_max == readings["steepest"]
+    grid_step = 10 ** (8 / 99)
+    assert 1 / grid_step <= lr_max / 10 ** level_crossing(0.8) <= grid_step
+    readings = suggestions(*reading_curve(lrs, losses))
+    assert lr_max == readings["fall80"] and readings["steepest"] < lr_max < readings["minimum"] * 10
+    # The fall starts between LRMAX/MAX_RATIO and LRMAX/MIN_RATIO here, so LRMIN is where it starts.
+    assert 1 / grid_step <= readings["fall_start"] / 10 ** level_crossing(0.05) <= grid_step
     assert lr_max / MAX_RATIO < readings["fall_start"] < lr_max / MIN_RATIO
     assert lr_min == readings["fall_start"]
-    # LRMIN is where the fall starts: the loss there is still near its starting value.
-    i = lrs.index(lr_min)
-    assert losses[0] - losses[i] <= 0.06 * (losses[0] - min(losses))
+
+
+@pytest.mark.parametrize("steepness, ratio", [(12.0, MIN_RATIO), (1.2, MAX_RATIO)])
+def test_lrmin_is_clipped_to_the_ratio_bounds(steepness, ratio):
+    """A sharp fall starts less than MIN_RATIO below LRMAX, a gentle one more than MAX_RATIO below: LRMIN is
+    then LRMAX / MIN_RATIO or LRMAX / MAX_RATIO, so the cycle always has a real warm-up and a bounded one."""
+    lrs, losses = u_curve(centre=-3.5, steepness=steepness)
+    readings = suggestions(*reading_curve(lrs, losses))
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
+    assert not warnings and lr_max == readings["fall80"]
+    far = readings["fall_start"] < lr_max / MAX_RATIO
+    assert far == (ratio == MAX_RATIO) and (readings["fall_start"] > lr_max / MIN_RATIO) == (ratio == MIN_RATIO)
+    assert lr_min == pytest.approx(lr_max / ratio)
 
 
 @pytest.mark.parametrize("shape", ["flat", "rising", "nan"])
