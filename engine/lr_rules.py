@@ -42,9 +42,11 @@ TRIM_START = 0.1
 SMOOTH_DECADES = 0.1
 
 
-LR_RULE_HELP = ("which reading of the range-test curve sets LRMAX: two_thirds (two thirds of the way, in log LR, "
-                "from where the loss starts to fall to its minimum), steepest (the steepest fall), valley (fastai's), "
-                "minimum (the minimum's LR / 10) or mid (between steepest and the minimum); every reading is in "
+LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
+                "LRMAX: fall80 (where the loss has made 80%% of its fall from its first value to its minimum), "
+                "steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), valley (fastai's), "
+                "minimum (the minimum's LR / 10), two_thirds (two thirds of the way, in log LR, from where the loss "
+                "starts to fall to its minimum) or mid (between steepest and the minimum); every reading is in "
                 "plots/lr_finder.png and lr_finder.json")
 LR_MIN_HELP = (f"LRMIN; default: from the LR range test (where the loss starts to fall, kept between "
                f"LRMAX/{MAX_RATIO:g} and LRMAX/{MIN_RATIO:g})")

@@ -14,8 +14,8 @@ from torch import nn
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), so bf16 autocast is faster than fp32.
 
-    Without them oneDNN emulates bf16: autocast is then about ten times slower than fp32 (measured on an
-    AVX2-only EPYC: 29 against 295 images/s at --width 16, BENCHMARKS.md).
+    Without them oneDNN emulates bf16: autocast is then about ten times slower than fp32 (an AVX2-only EPYC,
+    bench/bench_step.py; figures in BENCHMARKS.md).
     """
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's cpuinfo checks (torch >= 2.3)
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)

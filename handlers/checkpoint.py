@@ -1,10 +1,10 @@
-"""Saving checkpoints (ignite Checkpoint + a kill-safe DiskSaver); finding and loading one to resume is handlers/resume.py.
+"""Saving checkpoints (ignite Checkpoint + a kill-safe DiskSaver); finding one is run_folder/checkpoint_files.py, loading it training/resume.py.
 
 OUTPUT/checkpoints/checkpoint_<iteration>.pt: the last K training checkpoints, each holding everything
 a resumed run needs (model, optimizer, One Cycle scheduler, trainer state, metric history, LR record,
 RNG states, LRMIN/LRMAX and the run's settings, the checkpointers' own file lists).
 OUTPUT/checkpoints/best_model_<epoch>_test_accuracy=<acc>.pt: the model's state_dict and what inference needs
-(class names, mean/std, width, ...: handlers/model_file.py, read by models.load_trained), at its best
+(class names, mean/std, width, ...: run_folder/model_file.py, read by models.load_trained), at its best
 test accuracy (best_model_<epoch>_val_accuracy=<acc>.pt, chosen on validation, with --val-split). bf16
 autocast needs no GradScaler, so there is none to save.
 """

@@ -1,7 +1,7 @@
 """A long run on the CPU says so early: one warning with the time the run will take, measured on its first iterations.
 
-The full network trains at about 26 images/s on a 2-core CPU (BENCHMARKS.md): 24 epochs of CIFAR-10 take half a
-day there, minutes on a GPU. Without a GPU (or with one torch cannot use: core/device.py) a user should learn that
+An epoch of the full network takes half an hour or more on a small CPU, seconds on a GPU (BENCHMARKS.md).
+Without a GPU (or with one torch cannot use: core/device.py) a user should learn that
 after a few seconds, not at the end of the first epoch, together with how to go smaller.
 """
 from __future__ import annotations

@@ -94,7 +94,7 @@ def markdown_reference() -> str:
         plain = isinstance(f.default, (int, float, str)) and not isinstance(f.default, bool)
         default = f"`{f.default}`" if plain else ""
         choices = f" Choices: {', '.join(meta['choices'])}." if meta["choices"] and not meta["metavar"] else ""
-        lines.append(f"| {shown} | {default} | {meta['help'].replace('|', '/')}{choices} |")
+        lines.append(f"| {shown} | {default} | {meta['help'].replace('%%', '%').replace('|', '/')}{choices} |")
     return "\n".join(lines) + "\n"
 
 
