@@ -129,3 +129,14 @@ def test_bounds_fall_back_with_a_warning(shape):
     assert warnings
     assert 0 < lr_min < lr_max
     assert lr_min == pytest.approx(lr_max / FALLBACK_DIV)
+
+
+def test_summary_keeps_the_range_test_curve_and_its_readings(full_run):
+    """summary.json holds the raw losses beside the smoothed ones, as lr_finder.json does, and the readings."""
+    import json
+
+    summary = json.loads((full_run / "summary.json").read_text())
+    curve = json.loads((full_run / "lr_finder.json").read_text())
+    assert summary["lr_finder"] == {"lr": curve["lr"], "loss_raw": curve["loss_raw"], "loss": curve["loss"]}
+    assert len(curve["loss_raw"]) == len(curve["lr"]) >= 3
+    assert summary["lr_rule"] == "fall80" and summary["lr_suggestions"] == curve["suggestions"]

@@ -86,7 +86,9 @@ class Run(Components):
         extra = {"world_size": idist.get_world_size(), "backend": idist.backend(),
                  "test_examples": self.evaluator.state.metrics.get("examples"), **self.summary_extra}
         if self.range_test is not None:  # (a resumed run ran none: its lr_finder.json has them)
-            extra.update(lr_rule=self.range_test.rule, lr_suggestions=self.range_test.suggestions)
+            test = self.range_test
+            extra.update(lr_rule=test.rule, lr_suggestions=test.suggestions,
+                         lr_finder={"lr": test.lrs, "loss_raw": test.raw_losses, "loss": test.losses})
         return RunRecord(config=self.config.to_dict(), rows=self.history.rows, lr_min=self.lr_min,
                          lr_max=self.lr_max, train_seconds=self.train_seconds, completed=completed,
                          params=self.params, device=str(self.device), extra=extra)
