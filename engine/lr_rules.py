@@ -41,6 +41,10 @@ FALLBACK_DIV = 25.0
 TRIM_START = 0.1
 SMOOTH_DECADES = 0.1
 
+# How the plot and the report name each reading.
+READING_LABELS = {"fall80": "80% of the fall", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
+                  "valley": "valley (fastai)", "minimum": "minimum / 10", "mid": "steepest-minimum middle",
+                  "fall_start": "the loss starts to fall"}
 
 LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
                 "LRMAX: fall80 (where the loss has made 80%% of its fall from its first value to its minimum), "

@@ -9,6 +9,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from engine.lr_rules import READING_LABELS  # noqa: E402
+
 
 def save_figure(fig, path: Path) -> Path:
     """Save a matplotlib figure as PNG (folders created) and close it."""
@@ -37,10 +39,6 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 # (marker, size): drawn largest first, so a reading that falls on another stays visible around it
 SUGGESTION_MARKERS = {"fall80": ("*", 15), "two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10), "minimum": ("s", 7),
                       "mid": ("P", 9), "fall_start": ("^", 9)}
-SUGGESTION_LABELS = {"fall80": "80% of the fall", "two_thirds": "two thirds of the fall", "steepest": "steepest fall", "valley": "valley (fastai)",
-                     "minimum": "minimum / 10", "mid": "steepest-minimum middle", "fall_start": "fall starts"}
-
-
 def lr_finder_figure(finder: dict):
     """The range test (a RangeTest.to_dict(), as lr_finder.json holds it): the raw loss of each iteration, the
     curve the readings are taken on (centred smoothing), FastaiLRFinder's lagged average, LRMIN/LRMAX as
@@ -64,7 +62,7 @@ def lr_finder_figure(finder: dict):
         near = min(curve, key=lambda p: abs(np.log(p[0]) - np.log(lr)))
         marker, size = SUGGESTION_MARKERS.get(name, ("x", 8))
         ax.plot([lr], [near[1]], marker, markersize=size, markeredgecolor="black",
-                label=f"{SUGGESTION_LABELS.get(name, name)} {lr:.3g}", zorder=3)
+                label=f"{READING_LABELS.get(name, name)} {lr:.3g}", zorder=3)
     if curve:  # a diverging tail would flatten the interesting part: cap the view above the first loss
         first, low = curve[0][1], min(loss for _, loss in curve)
         ax.set_ylim(low - 0.1 * (first - low + 1e-9), max(first * 1.25, low + 1e-6))

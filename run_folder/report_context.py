@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from engine.config import Config
-from engine.lr_rules import FALLBACK_DIV, MAX_RATIO, MIN_RATIO
+from engine.lr_rules import FALLBACK_DIV, MAX_RATIO, MIN_RATIO, READING_LABELS
 from run_folder.summary import format_duration
 from run_folder.report_charts import COLORS, Chart, Series, render
 
@@ -135,8 +135,6 @@ def suggestion_rows(finder: dict | None) -> list[dict]:
     shows no fall)."""
     if not finder:
         return []
-    labels = {"steepest": "steepest fall", "valley": "valley (fastai)", "minimum": "minimum / 10",
-              "fall_start": "the loss starts to fall"}
     chosen_min, chosen_max = finder.get("lr_min"), finder.get("lr_max")
     rows = []
     for name, lr in (finder.get("suggestions") or {}).items():
@@ -151,7 +149,7 @@ def suggestion_rows(finder: dict | None) -> list[dict]:
             else:
                 side = f"raised to LRMAX/{MAX_RATIO:g}" if lr < chosen_min else f"lowered to LRMAX/{MIN_RATIO:g}"
                 use = f"LRMIN, {side} = {chosen_min:.3g}"
-        rows.append({"rule": labels.get(name, name), "lr": "-" if lr is None else f"{lr:.3g}", "use": use})
+        rows.append({"rule": READING_LABELS.get(name, name), "lr": "-" if lr is None else f"{lr:.3g}", "use": use})
     return rows
 
 
