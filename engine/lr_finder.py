@@ -10,7 +10,8 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
-from engine.lr_rules import DEFAULT_RULE, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, finite_curve, reading_curve, suggestions
+from engine.lr_rules import (DEFAULT_RULE, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, finite_curve, reading_curve,
+                             suggestions)
 from engine.trainer import StepSpeed, create_trainer
 
 log = logging.getLogger(__name__)

@@ -37,8 +37,10 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 
 
 # (marker, size): drawn largest first, so a reading that falls on another stays visible around it
-SUGGESTION_MARKERS = {"fall80": ("*", 15), "two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10), "minimum": ("s", 7),
-                      "mid": ("P", 9), "fall_start": ("^", 9)}
+SUGGESTION_MARKERS = {"fall80": ("*", 15), "two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10),
+                      "minimum": ("s", 7), "mid": ("P", 9), "fall_start": ("^", 9)}
+
+
 def lr_finder_figure(finder: dict):
     """The range test (a RangeTest.to_dict(), as lr_finder.json holds it): the raw loss of each iteration, the
     curve the readings are taken on (centred smoothing), FastaiLRFinder's lagged average, LRMIN/LRMAX as
