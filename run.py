@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from engine.config import Config
-from core.cli import SIGINT_EXIT, USER_ERROR_EXIT
+from core.cli import SIGINT_EXIT, USER_ERROR_EXIT, launch_rank
 from core.errors import UserError
 from training.flags import parse_args
 
@@ -27,8 +27,6 @@ def report_user_error(error: UserError, debug: bool = False) -> int:
     Under several processes only rank 0 prints (they all hit the same). RunInterrupted (Ctrl-C,
     checkpoint saved) has its own label and exit code 130.
     """
-    from core.distributed import launch_rank
-
     if launch_rank() == 0:
         if debug:
             error.__suppress_context__ = False  # show the cause that `raise ... from None` hides on one line
@@ -84,7 +82,6 @@ def report_complete_run(config: Config, point) -> None:
     A folder left untidy by a kill during the last save is put right (run_folder.checkpoint_files); a
     cleanly finished one is not touched. Under torchrun every process gets here and rank 0 prints.
     """
-    from core.distributed import launch_rank
     from run_folder.checkpoint_files import complete_run_message, finish_complete_run
 
     if launch_rank() != 0:
@@ -96,8 +93,6 @@ def report_complete_run(config: Config, point) -> None:
 
 
 def configure_logging(debug: bool = False) -> None:
-    from core.distributed import launch_rank
-
     # [dist] ranks other than 0 report only warnings, so a log line appears once
     level = logging.INFO if launch_rank() == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -151,6 +146,8 @@ def main(argv=None) -> int:
         return report_user_error(e, debug="--debug" in (sys.argv[1:] if argv is None else argv))
     configure_logging(config.debug)
     try:
+        config = config.resolved()  # validated; a default --output-dir is fixed here for every process it spawns
+        # Imported after the checks above, so a bad flag is answered without loading torch (seconds).
         import ignite.distributed as idist
         from torch.multiprocessing import ProcessExitedException
 
@@ -159,7 +156,6 @@ def main(argv=None) -> int:
 
         from run_folder.checkpoint_files import find_resume_point
 
-        config = config.resolved()  # validated; a default --output-dir is fixed here for every process it spawns
         resume = find_resume_point(config)  # the one read of the checkpoint --resume names (None: a new run)
         if resume is not None and resume.complete:
             report_complete_run(config, resume)

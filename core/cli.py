@@ -3,11 +3,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 # The exit status of a user error (a bad flag, a UserError), also of a spawned process that stopped on one.
 USER_ERROR_EXIT = 2
 # The exit status of a run stopped by Ctrl-C: the shell's code for a process ended by SIGINT (128 + 2).
 SIGINT_EXIT = 130
+
+
+def launch_rank() -> int:
+    """This process's global rank, also before idist is initialised (torchrun sets RANK; a launcher is 0).
+
+    Here rather than in core.distributed, so that a bad flag is reported without importing torch: a process
+    group exists only once ignite.distributed has been imported.
+    """
+    idist = sys.modules.get("ignite.distributed")
+    if idist is not None and idist.get_world_size() > 1:
+        return idist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -29,4 +42,4 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         # [dist] under torchrun every process parses the same flags: rank 0 alone says so.
         self.exit(USER_ERROR_EXIT,
-                  f"error: {message} (see {self.help_hint()})\n" if os.environ.get("RANK", "0") == "0" else None)
+                  f"error: {message} (see {self.help_hint()})\n" if launch_rank() == 0 else None)

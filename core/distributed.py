@@ -24,13 +24,6 @@ def started_by_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARS)
 
 
-def launch_rank() -> int:
-    """This process's global rank, also before idist is initialised (torchrun sets RANK; a launcher is 0)."""
-    if idist.get_world_size() > 1:
-        return idist.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
 def is_main_process() -> bool:
     """True on rank 0, the one process that prints and writes files (and on a non-distributed run)."""
     return idist.get_rank() == 0

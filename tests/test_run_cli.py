@@ -117,3 +117,21 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, expected):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and expected in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_help_and_a_bad_flag_are_answered_without_loading_torch():
+    # torch, ignite and albumentations take seconds to import: --help and a flag no run can use need none of them
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    probe = ("import sys, contextlib, io, run\n"
+             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+             "    codes = [run.main(['--epochs', '0'])]\n"
+             "    try:\n"
+             "        run.main(['--help'])\n"
+             "    except SystemExit as e:\n"
+             "        codes.append(e.code)\n"
+             "print(codes, sorted(m for m in ('torch', 'ignite', 'albumentations') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[2, 0] []", proc.stdout + proc.stderr
