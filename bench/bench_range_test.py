@@ -5,8 +5,11 @@ For every (design, seed) the range test runs as `python run.py --lr-find-only` r
 then engine.lr_finder.run_range_test on the training split), and every reading of its curve is kept:
 the rules of engine/lr_rules.py on the raw curve (trimmed, centred smoothing) and ignite's own
 suggestion on FastaiLRFinder's lagged exponential average (the reading before this bench existed).
-A design is a start LR, an end LR, a number of iterations and the classifier's initialisation
-(`zero`: the model's own, or `torch`: nn.Linear's default, re-drawn after the model is built).
+A design is a start LR, an end LR, a number of iterations and the classifier's initialisation: `own`
+(the model as built, what `run.py` tests), `torch` (nn.Linear's default, the same as `own`'s but re-drawn
+from the seed after the model is built) or `zero` (weights and bias zeroed: the curve starts at ln 10).
+The `zero` curves in bench/results/ were made when the model's own classifier was zero-initialised
+(commit 50d9b1c), which is what `zero` does now.
 
 Writes OUT/curves/<design>-seed<S>.json (a curve whose file exists is not run again), OUT/readings.json
 and OUT/readings.md: each reading per seed, and its spread (max/min) over seeds, per design.
@@ -30,10 +33,13 @@ from engine.lr_finder import run_range_test  # noqa: E402
 from engine.lr_rules import suggestions  # noqa: E402
 
 
+INITS = ("own", "torch", "zero")
+
+
 def parse_design(text: str) -> dict:
     start, end, iters, init = text.split(":")
-    if init not in ("zero", "torch"):
-        raise argparse.ArgumentTypeError(f"{text}: the initialisation is zero or torch")
+    if init not in INITS:
+        raise argparse.ArgumentTypeError(f"{text}: the initialisation is one of {', '.join(INITS)}")
     return {"name": text.replace(":", "_"), "start": float(start), "end": float(end), "iters": int(iters),
             "init": init}
 
@@ -49,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=Config.batch_size)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--designs", type=parse_design, nargs="+", required=True, metavar="START:END:ITERS:INIT",
-                   help="e.g. 1e-7:10:100:torch (the range test before this bench) 1e-6:10:100:zero")
+                   help="e.g. 1e-7:10:100:own (the range test run.py runs) 1e-6:10:100:zero")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=Config.workers)
     p.add_argument("--out", required=True)
@@ -70,6 +76,9 @@ def one_curve(args, design: dict, seed: int) -> dict:
     if design["init"] == "torch":
         torch.manual_seed(seed)
         c.model.fc.reset_parameters()
+    elif design["init"] == "zero":
+        torch.nn.init.zeros_(c.model.fc.weight)
+        torch.nn.init.zeros_(c.model.fc.bias)
     found = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device, design["start"],
                            design["end"], design["iters"], c.speed)
     return {**found.to_dict(), "design": design, "seed": seed, "width": args.width, "dataset": args.dataset,
