@@ -80,15 +80,18 @@ def one_curve(args, design: dict, seed: int) -> dict:
         torch.nn.init.zeros_(c.model.fc.weight)
         torch.nn.init.zeros_(c.model.fc.bias)
     found = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device, design["start"],
-                           design["end"], design["iters"], c.speed)
+                           design["end"], design["iters"], c.speed, num_classes=c.data.num_classes)
     return {**found.to_dict(), "design": design, "seed": seed, "width": args.width, "dataset": args.dataset,
+            "num_classes": c.data.num_classes,
             "subset": args.subset, "val_split": args.val_split, "torch": torch.__version__,
             "date": date.today().isoformat(), "threads": torch.get_num_threads(), "speed": c.speed.describe()}
 
 
 def readings_of(curve: dict) -> dict[str, float | None]:
     """Every reading of one stored curve: the rules on the reading curve, and ignite's on its own EMA."""
-    return {**suggestions(curve["reading_lr"], curve["reading_loss"]), "ignite_ema_steepest": curve["suggestion"]}
+    # curves stored before guess80 existed lack num_classes: every dataset of this bench has 10 classes
+    return {**suggestions(curve["reading_lr"], curve["reading_loss"], curve.get("num_classes", 10)),
+            "ignite_ema_steepest": curve["suggestion"]}
 
 
 def report(out: Path) -> str:

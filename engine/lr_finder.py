@@ -38,12 +38,13 @@ class RangeTest:
 
 
 def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
-                   num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = DEFAULT_RULE) -> RangeTest:
+                   num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = DEFAULT_RULE,
+                   num_classes: int | None = None) -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
     The finder restores the model and optimizer states when it exits. Besides its smoothed curve, the raw
     loss of every iteration is kept (as device tensors, read once at the end); the readings are taken on
-    the raw curve (engine/lr_rules.reading_curve).
+    the raw curve (engine/lr_rules.reading_curve). num_classes: for guess80, which measures the fall from ln C.
     """
     engine = create_trainer(model, optimizer, loss_fn, device, speed)
     finder = FastaiLRFinder()
@@ -74,15 +75,17 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # FastaiLRFinder stops early once the loss exceeds 5x its best (a NaN loss never does): a full-length,
     # finite curve never diverged.
     diverged = len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged=diverged, rule=rule)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged=diverged, rule=rule,
+                                                num_classes=num_classes)
     for w in warnings:
         log.warning(w)
     reading_lrs, reading_losses = reading_curve(lrs, raw_losses)
     return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings, rule,
-                     suggestions(reading_lrs, reading_losses), raw_losses, reading_lrs, reading_losses)
+                     suggestions(reading_lrs, reading_losses, num_classes), raw_losses, reading_lrs, reading_losses)
 
 
-def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = None, rule: str = DEFAULT_RULE):
+def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = None, rule: str = DEFAULT_RULE,
+                     num_classes: int | None = None):
     """LRMAX = the `rule` reading of the curve; LRMIN = where the loss starts to fall; (lr_min, lr_max, warnings).
 
     Rules are in engine/lr_rules.py; they read the raw losses through reading_curve (trimmed, centred smoothing). LRMIN (fall_start) is then clipped so that LRMAX / LRMIN lies in
@@ -99,7 +102,7 @@ def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = 
         warnings.append(f"the LR range test never diverged up to --lr-find-end {end_lr:g}: LRMAX may lie above "
                         f"the tested range; raise --lr-find-end, or pass --lr-min/--lr-max")
     curve = reading_curve(lrs, raw_losses)
-    readings = suggestions(*curve)
+    readings = suggestions(*curve, num_classes)
     lr_max = readings[rule]
     if lr_max is None:
         lr_max = math.sqrt(start_lr * end_lr)

@@ -12,6 +12,10 @@ curve to higher LRs, by up to a decade and a half at 12.5 points per decade.
               decreasing subsequence), and the point half way along it (fastai's 1/3 + 1/6).
 - minimum:    the LR of the lowest loss, divided by 10 (fastai's `minimum`, Leslie Smith's habit).
 - fall80:     the first LR at which the loss has made 80% of its fall (first value to minimum).
+- guess80:    the same, but the fall is measured from the loss of a uniform guess, ln C (C classes), when the
+              curve starts above it: an untrained network that is confidently wrong first falls to ln C by
+              shrinking its logits (recovery from its initialisation, not learning), and that part of the
+              fall would pull fall80's level, and LRMAX, down (at --width 64, seed 0: a start at 4.5).
 - fall_start: the first LR at which the loss has fallen FALL_SHARE of the way from its first value
               to its minimum: where learning starts.
 - two_thirds: the point two thirds of the way, in log LR, from fall_start to the minimum's LR.
@@ -26,7 +30,7 @@ import math
 import numpy as np
 
 # LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
-LRMAX_RULES = ("fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
+LRMAX_RULES = ("fall80", "guess80", "steepest", "valley", "minimum", "two_thirds", "mid")
 DEFAULT_RULE = "fall80"  # chosen on validation runs and its steadiness over seeds (BENCHMARKS.md)
 # fall_start: the share of the total fall (first value to minimum) that marks the start of learning.
 FALL_SHARE = 0.05
@@ -42,12 +46,13 @@ TRIM_START = 0.1
 SMOOTH_DECADES = 0.1
 
 # How the plot and the report name each reading.
-READING_LABELS = {"fall80": "80% of the fall", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
+READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from ln C", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
                   "valley": "valley (fastai)", "minimum": "minimum / 10", "mid": "steepest-minimum middle",
                   "fall_start": "the loss starts to fall"}
 
 LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
-                "LRMAX: fall80 (where the loss has made 80%% of its fall from its first value to its minimum), "
+                "LRMAX: fall80 (where the loss has made 80%% of its fall from its first value to its minimum), guess80 "
+                "(the same, the fall measured from a uniform guess's loss ln C where the curve starts above it), "
                 "steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), valley (fastai's), "
                 "minimum (the minimum's LR / 10), two_thirds (two thirds of the way, in log LR, from where the loss "
                 "starts to fall to its minimum) or mid (between steepest and the minimum); every reading is in "
@@ -138,12 +143,16 @@ def minimum(lrs, losses) -> float | None:
     return None if lr is None else lr / 10
 
 
-def fall_point(lrs, losses, share: float) -> float | None:
-    """The first LR at which the loss is `share` of the way down from its first value to its minimum."""
+def fall_point(lrs, losses, share: float, top: float | None = None) -> float | None:
+    """The first LR at which the loss is `share` of the way down from its first value (or from `top`, where
+    that is lower) to its minimum (None: it never falls below that start)."""
     lrs, losses = finite_curve(lrs, losses)
-    if not falls(losses):
+    if len(losses) < 2:
         return None
-    threshold = losses[0] - share * (losses[0] - min(losses))
+    start = losses[0] if top is None else min(losses[0], top)
+    if not falls([start, *losses[1:]]):
+        return None
+    threshold = start - share * (start - min(losses))
     return next(lr for lr, loss in zip(lrs, losses) if loss <= threshold)
 
 
@@ -161,6 +170,12 @@ def fall80(lrs, losses) -> float | None:
     return fall_point(lrs, losses, FALL80_SHARE)
 
 
+def guess80(lrs, losses, num_classes: int | None = None) -> float | None:
+    """fall80 with the fall measured from ln(num_classes), the loss of a uniform guess, where the curve starts
+    above it (without num_classes: fall80)."""
+    return fall_point(lrs, losses, FALL80_SHARE, None if num_classes is None else math.log(num_classes))
+
+
 def two_thirds(lrs, losses) -> float | None:
     """Two thirds of the way, in log LR, from where the loss starts to fall to where it is lowest."""
     start, end = fall_start(lrs, losses), lowest(lrs, losses)
@@ -175,8 +190,8 @@ def mid(lrs, losses) -> float | None:
     return None if a is None or b is None else math.sqrt(a * b)
 
 
-def suggestions(lrs, losses) -> dict[str, float | None]:
-    """Every rule's reading of a (smoothed) curve, by name."""
-    return {"fall80": fall80(lrs, losses), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
+def suggestions(lrs, losses, num_classes: int | None = None) -> dict[str, float | None]:
+    """Every rule's reading of a (smoothed) curve, by name (guess80 needs num_classes; without it, fall80's)."""
+    return {"fall80": fall80(lrs, losses), "guess80": guess80(lrs, losses, num_classes), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
             "minimum": minimum(lrs, losses), "two_thirds": two_thirds(lrs, losses), "mid": mid(lrs, losses),
             "fall_start": fall_start(lrs, losses)}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from engine.lr_finder import choose_lr_bounds
-from engine.lr_rules import (LRMAX_RULES, centred_smooth, fall80, fall_start, mid, minimum, reading_curve, steepest,
-                             suggestions, two_thirds, valley)
+from engine.lr_rules import (LRMAX_RULES, centred_smooth, fall80, fall_start, guess80, mid, minimum, reading_curve,
+                             steepest, suggestions, two_thirds, valley)
 
 LRS = list(np.geomspace(1e-6, 1.0, 100))
 
@@ -36,6 +36,36 @@ def test_known_answers_on_a_plateau_fall_rise_curve():
     assert mid(lrs, losses) == pytest.approx(lrs[64], rel=1e-9)
     # fall80: 80% of the 2.0 fall is 1.4: 2 + cos(pi k/60) <= 1.4 first at k = 43 (cos = -0.6293), point 62
     assert fall80(lrs, losses) == lrs[62]
+
+
+def recovery_then_learning(start: float):
+    """Flat at `start` for 10 points, a straight drop to ln 10 over 10 (an untrained network shrinking its
+    confidently wrong logits), a half-cosine fall from ln 10 by 1.0 over 60 points (learning), then a rise."""
+    ln10 = math.log(10)
+    learning = [ln10 - 0.5 + 0.5 * math.cos(math.pi * k / 60) for k in range(1, 61)]
+    return LRS, [start] * 10 + list(np.linspace(start, ln10, 11)[1:]) + learning + list(np.linspace(ln10 - 1, 4, 21)[1:])
+
+
+def test_guess80_measures_the_fall_from_a_uniform_guess():
+    lrs, losses = recovery_then_learning(4.5)
+    # guess80: 80% of the fall from ln 10 to ln 10 - 1 is ln 10 - 0.8: cos(pi k/60) <= -0.6 first at k = 43, point 62
+    assert guess80(lrs, losses, num_classes=10) == lrs[62]
+    # fall80 measures from 4.5: the level 4.5 - 0.8 (4.5 - ln 10 + 1), cos(pi k/60) <= 0.278..., k = 25, point 44
+    assert fall80(lrs, losses) == lrs[44]
+    assert suggestions(lrs, losses, num_classes=10)["guess80"] == lrs[62]
+    # without the number of classes, or on a curve that starts below ln C, guess80 is fall80
+    assert guess80(lrs, losses) == fall80(lrs, losses)
+    low = [v - 1 for v in recovery_then_learning(math.log(10))[1]]
+    assert guess80(lrs, low, num_classes=10) == fall80(lrs, low)
+
+
+def test_guess80_does_not_move_with_the_height_of_the_start_where_fall80_does():
+    starts = (2.5, 3.5, 4.5, 6.0)
+    assert {guess80(*recovery_then_learning(s), num_classes=10) for s in starts} == {LRS[62]}
+    assert len({fall80(*recovery_then_learning(s)) for s in starts}) == len(starts)
+    lr_min, lr_max, _ = choose_lr_bounds(*recovery_then_learning(6.0), 1e-6, 1.0, rule="guess80", num_classes=10)
+    assert lr_max == suggestions(*reading_curve(*recovery_then_learning(6.0)), num_classes=10)["guess80"]
+    assert lr_max / 100 <= lr_min <= lr_max / 25
 
 
 def test_steepest_finds_the_inflection_of_a_sigmoid_fall():
