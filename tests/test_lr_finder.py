@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.lr_finder import FALLBACK_DIV, MAX_RATIO, MIN_RATIO, choose_lr_bounds, run_range_test
-from engine.lr_rules import reading_curve, suggestions
+from engine.lr_rules import DEFAULT_RULE, reading_curve, suggestions
 from models import CustomResNet
 
 CPU = torch.device("cpu")
@@ -74,7 +74,7 @@ def test_range_test_agrees_with_torch_lr_finder():
     grid_step = (end / start) ** (1 / n)
     lr_steepest = smoothed["lr"][int(np.argmin(np.gradient(smoothed["loss"][:k])))]
     assert 1 / grid_step ** 2 <= ours.suggestion / lr_steepest <= grid_step ** 2
-    assert ours.lr_max == ours.suggestions[ours.rule] and ours.rule == "fall80"
+    assert ours.lr_max == ours.suggestions[ours.rule] and ours.rule == DEFAULT_RULE
 
 
 def u_curve(n=100, start=1e-7, end=10.0, centre=-4.0, steepness=3.0):
@@ -100,7 +100,7 @@ def test_bounds_from_a_u_shaped_curve():
     grid_step = 10 ** (8 / 99)
     assert 1 / grid_step <= lr_max / 10 ** level_crossing(0.8) <= grid_step
     readings = suggestions(*reading_curve(lrs, losses))
-    assert lr_max == readings["fall80"] and readings["steepest"] < lr_max < readings["minimum"] * 10
+    assert lr_max == readings[DEFAULT_RULE] == readings["fall80"] and readings["steepest"] < lr_max < readings["minimum"] * 10
     # The fall starts between LRMAX/MAX_RATIO and LRMAX/MIN_RATIO here, so LRMIN is where it starts.
     assert 1 / grid_step <= readings["fall_start"] / 10 ** level_crossing(0.05) <= grid_step
     assert lr_max / MAX_RATIO < readings["fall_start"] < lr_max / MIN_RATIO
@@ -114,7 +114,7 @@ def test_lrmin_is_clipped_to_the_ratio_bounds(steepness, ratio):
     lrs, losses = u_curve(centre=-3.5, steepness=steepness)
     readings = suggestions(*reading_curve(lrs, losses))
     lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
-    assert not warnings and lr_max == readings["fall80"]
+    assert not warnings and lr_max == readings[DEFAULT_RULE] == readings["fall80"]
     far = readings["fall_start"] < lr_max / MAX_RATIO
     assert far == (ratio == MAX_RATIO) and (readings["fall_start"] > lr_max / MIN_RATIO) == (ratio == MIN_RATIO)
     assert lr_min == pytest.approx(lr_max / ratio)
@@ -139,4 +139,4 @@ def test_summary_keeps_the_range_test_curve_and_its_readings(full_run):
     curve = json.loads((full_run / "lr_finder.json").read_text())
     assert summary["lr_finder"] == {"lr": curve["lr"], "loss_raw": curve["loss_raw"], "loss": curve["loss"]}
     assert len(curve["loss_raw"]) == len(curve["lr"]) >= 3
-    assert summary["lr_rule"] == "fall80" and summary["lr_suggestions"] == curve["suggestions"]
+    assert summary["lr_rule"] == DEFAULT_RULE and summary["lr_suggestions"] == curve["suggestions"]
