@@ -75,13 +75,14 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # FastaiLRFinder stops early once the loss exceeds 5x its best (a NaN loss never does): a full-length,
     # finite curve never diverged.
     diverged = len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged=diverged, rule=rule,
-                                                num_classes=num_classes)
+    reading_lrs, reading_losses = reading_curve(lrs, raw_losses)
+    readings = suggestions(reading_lrs, reading_losses, num_classes)
+    lr_min, lr_max, warnings = bounds_from_readings(readings, len(finite_curve(reading_lrs, reading_losses)[0]),
+                                                    start_lr, end_lr, diverged=diverged, rule=rule)
     for w in warnings:
         log.warning(w)
-    reading_lrs, reading_losses = reading_curve(lrs, raw_losses)
-    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings, rule,
-                     suggestions(reading_lrs, reading_losses, num_classes), raw_losses, reading_lrs, reading_losses)
+    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings, rule, readings, raw_losses, reading_lrs,
+                     reading_losses)
 
 
 def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = None, rule: str = DEFAULT_RULE,
@@ -95,18 +96,24 @@ def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = 
     end_lr) only adds a warning: the rule still applies within the tested range, but the best LRMAX
     may lie above it.
     """
+    curve = reading_curve(lrs, raw_losses)
+    return bounds_from_readings(suggestions(*curve, num_classes), len(finite_curve(*curve)[0]), start_lr, end_lr,
+                                diverged=diverged, rule=rule)
+
+
+def bounds_from_readings(readings: dict[str, float | None], usable: int, start_lr, end_lr,
+                         diverged: bool | None = None, rule: str = DEFAULT_RULE):
+    """choose_lr_bounds on readings already taken (engine/lr_rules.suggestions); usable = the curve's
+    finite points, named in the warning when the rule has no reading."""
     if rule not in LRMAX_RULES:
         raise ValueError(f"unknown LR rule {rule!r}: one of {', '.join(LRMAX_RULES)}")
     warnings = []
     if diverged is False:
         warnings.append(f"the LR range test never diverged up to --lr-find-end {end_lr:g}: LRMAX may lie above "
                         f"the tested range; raise --lr-find-end, or pass --lr-min/--lr-max")
-    curve = reading_curve(lrs, raw_losses)
-    readings = suggestions(*curve, num_classes)
     lr_max = readings[rule]
     if lr_max is None:
         lr_max = math.sqrt(start_lr * end_lr)
-        usable = len(finite_curve(*curve)[0])
         what = {"steepest": "steepest fall", "valley": "valley", "minimum": "minimum below the start"}.get(rule, "fall")
         warnings.append(f"the LR range test found no {what} ({usable} usable points); using "
                         f"LRMAX = {lr_max:.3g}, the middle of [{start_lr:g}, {end_lr:g}]: pass --lr-max to choose")
