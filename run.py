@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from engine.config import Config
-from core.cli import SIGINT_EXIT, USER_ERROR_EXIT, launch_rank
+from core.cli import SIGINT_EXIT, USER_ERROR_EXIT, launch_rank, rank0_reports
 from core.errors import UserError
 from training.flags import parse_args
 
@@ -24,14 +24,15 @@ from training.flags import parse_args
 def report_user_error(error: UserError, debug: bool = False) -> int:
     """The one `error: ...` line (with --debug, the traceback first); returns the exit code.
 
-    Under several processes only rank 0 prints (they all hit the same). RunInterrupted (Ctrl-C,
+    Under several processes only rank 0 prints (they all hit the same; core.cli.rank0_reports).
+    RunInterrupted (Ctrl-C,
     checkpoint saved) has its own label and exit code 130.
     """
-    if launch_rank() == 0:
-        if debug:
-            error.__suppress_context__ = False  # show the cause that `raise ... from None` hides on one line
-            traceback.print_exception(error)
-        print(f"{getattr(error, 'label', 'error')}: {error}", file=sys.stderr, flush=True)
+    line = rank0_reports(f"{getattr(error, 'label', 'error')}: {error}")  # [dist] rank 0's, or waits
+    if debug:
+        error.__suppress_context__ = False  # show the cause that `raise ... from None` hides on one line
+        traceback.print_exception(error)
+    print(line, file=sys.stderr, flush=True)
     return getattr(error, "exit_code", USER_ERROR_EXIT)
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 # The exit status of a user error (a bad flag, a UserError), also of a spawned process that stopped on one.
 USER_ERROR_EXIT = 2
 # The exit status of a run stopped by Ctrl-C: the shell's code for a process ended by SIGINT (128 + 2).
 SIGINT_EXIT = 130
+# [dist] How long a rank other than 0 waits, on an error every rank hits, for the launcher to stop it
+# once rank 0 has reported (see rank0_reports). Seconds; the wait ends sooner in every case but one.
+OTHER_RANK_WAIT_S = 60.0
 
 
 def launch_rank() -> int:
@@ -21,6 +25,31 @@ def launch_rank() -> int:
     if idist is not None and idist.get_world_size() > 1:
         return idist.get_rank()
     return int(os.environ.get("RANK", "0"))
+
+
+def launch_world_size() -> int:
+    """How many processes this run has, also before idist is initialised (torchrun sets WORLD_SIZE)."""
+    idist = sys.modules.get("ignite.distributed")
+    if idist is not None and idist.get_world_size() > 1:
+        return idist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank0_reports(line: str) -> str:
+    """[dist] The line this process may print for an error that every process hits: rank 0 prints it.
+
+    A rank other than 0 does not exit at once. torchrun (and torch.multiprocessing's spawn) stop every process
+    as soon as one fails, so a rank that left first could get rank 0 killed before it had written its line
+    (a bad flag under torchrun then ended with no `error:` line at all, 4 launches in 20 on a loaded 2-core
+    machine). It waits instead, and the launcher stops it once rank 0 has reported and exited. Still running
+    after OTHER_RANK_WAIT_S, rank 0 has not failed: the error is this rank's alone, and it reports it itself,
+    naming its rank. Returns the line to print.
+    """
+    rank = launch_rank()
+    if rank == 0 or launch_world_size() <= 1:
+        return line
+    time.sleep(OTHER_RANK_WAIT_S)
+    return f"{line.rstrip()} [rank {rank} alone]\n" if line.endswith("\n") else f"{line} [rank {rank} alone]"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,5 +70,4 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         # [dist] under torchrun every process parses the same flags: rank 0 alone says so.
-        self.exit(USER_ERROR_EXIT,
-                  f"error: {message} (see {self.help_hint()})\n" if launch_rank() == 0 else None)
+        self.exit(USER_ERROR_EXIT, rank0_reports(f"error: {message} (see {self.help_hint()})\n"))

@@ -31,14 +31,15 @@ GIVEN_LRS = ["--lr-min", "1e-4", "--lr-max", "1e-2"]
 # The README's two launchers (torchrun is `python -m torch.distributed.run`).
 LAUNCHERS = {
     "spawn": lambda args: [sys.executable, "run.py", *args, "--nproc-per-node", "2"],
-    "torchrun": lambda args: [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                              "--nproc_per_node=2", "run.py", *args],
+    "torchrun": lambda args, script="run.py": [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                               "--nproc_per_node=2", script, *args],
 }
 
 
-def launch(launcher: str, args: list[str]) -> subprocess.CompletedProcess:
+def launch(launcher: str, args: list[str], *script: str) -> subprocess.CompletedProcess:
+    """Launch `args` the way the README does (script: another entry point, torchrun only)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    return subprocess.run(LAUNCHERS[launcher](args), cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run(LAUNCHERS[launcher](args, *script), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT)
 
 
@@ -79,12 +80,31 @@ def test_spawned_process_user_error_is_one_line_and_non_zero(tmp_path):
     assert not out.exists()
 
 
-def test_torchrun_bad_flag_is_one_error_line_and_non_zero(tmp_path):
-    result = launch("torchrun", [*FAST, "--epochs", "0", "--output-dir", str(tmp_path / "out")])
+@pytest.mark.parametrize("script", ["run.py", "tests/slow_rank0_run.py"])
+def test_torchrun_bad_flag_is_one_error_line_and_non_zero(tmp_path, script):
+    # tests/slow_rank0_run.py starts rank 0 late: rank 1 meets the error first and must not leave before
+    # rank 0 has reported it (torchrun stops every process when one fails; core.cli.rank0_reports)
+    result = launch("torchrun", [*FAST, "--epochs", "0", "--output-dir", str(tmp_path / "out")], script)
     assert result.returncode != 0
     # torchrun adds its own failure report; ours is one line, from rank 0 only
     assert error_lines(result.stderr) == ["error: --epochs: 0 must be at least 1"]
     assert not (tmp_path / "out").exists()
+
+
+def test_rank0_reports_at_once_and_another_rank_only_after_the_wait(monkeypatch):
+    from core import cli
+
+    waits = []
+    monkeypatch.setattr(cli.time, "sleep", waits.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert cli.rank0_reports("error: x\n") == "error: x\n" and waits == []
+    monkeypatch.setenv("RANK", "1")  # the launcher stops it during the wait; else the error was its own
+    assert cli.rank0_reports("error: x\n") == "error: x [rank 1 alone]\n"
+    assert cli.rank0_reports("interrupted: y") == "interrupted: y [rank 1 alone]"
+    assert waits == [cli.OTHER_RANK_WAIT_S] * 2
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: no one else to report
+    assert cli.rank0_reports("error: x\n") == "error: x\n" and len(waits) == 2
 
 
 def test_batch_that_does_not_split_over_processes_fails_before_spawning(tmp_path):
