@@ -25,8 +25,7 @@ def report_user_error(error: UserError, debug: bool = False) -> int:
     """The one `error: ...` line (with --debug, the traceback first); returns the exit code.
 
     Under several processes only rank 0 prints (they all hit the same; core.cli.rank0_reports).
-    RunInterrupted (Ctrl-C,
-    checkpoint saved) has its own label and exit code 130.
+    RunInterrupted (Ctrl-C, checkpoint saved) has its own label and exit code 130.
     """
     line = rank0_reports(f"{getattr(error, 'label', 'error')}: {error}")  # [dist] rank 0's, or waits
     if debug:
