@@ -27,12 +27,18 @@ def report_user_error(error: UserError, debug: bool = False) -> int:
     Under several processes only rank 0 prints (they all hit the same; core.cli.rank0_reports).
     RunInterrupted (Ctrl-C, checkpoint saved) has its own label and exit code 130.
     """
-    line = rank0_reports(f"{getattr(error, 'label', 'error')}: {error}")  # [dist] rank 0's, or waits
-    if debug:
-        error.__suppress_context__ = False  # show the cause that `raise ... from None` hides on one line
-        traceback.print_exception(error)
-    print(line, file=sys.stderr, flush=True)
-    return getattr(error, "exit_code", USER_ERROR_EXIT)
+    line = f"{getattr(error, 'label', 'error')}: {error}"
+    exit_code = getattr(error, "exit_code", USER_ERROR_EXIT)
+    if exit_code == USER_ERROR_EXIT:
+        line = rank0_reports(line)  # [dist] rank 0's; another rank waits for the launcher to stop it
+    elif launch_rank() != 0:
+        line = None  # [dist] Ctrl-C reaches every process: rank 0 says so
+    if line is not None:
+        if debug:
+            error.__suppress_context__ = False  # show the cause that `raise ... from None` hides on one line
+            traceback.print_exception(error)
+        print(line, file=sys.stderr, flush=True)
+    return exit_code
 
 
 def lr_find_only(config: Config) -> None:

@@ -10,8 +10,8 @@ import time
 USER_ERROR_EXIT = 2
 # The exit status of a run stopped by Ctrl-C: the shell's code for a process ended by SIGINT (128 + 2).
 SIGINT_EXIT = 130
-# [dist] How long a rank other than 0 waits, on an error every rank hits, for the launcher to stop it
-# once rank 0 has reported (see rank0_reports). Seconds; the wait ends sooner in every case but one.
+# [dist] How long a rank other than 0 waits, on a user error every rank hits, for its launcher to stop it
+# once rank 0 has reported (see rank0_reports). Seconds; the launcher cuts it short unless rank 0 did not fail.
 OTHER_RANK_WAIT_S = 60.0
 
 
@@ -35,20 +35,35 @@ def launch_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def rank0_reports(line: str) -> str:
-    """[dist] The line this process may print for an error that every process hits: rank 0 prints it.
+def on_rank0_node() -> bool:
+    """[dist] Whether this process shares its launcher (torchrun's agent, or idist.Parallel's spawn) with rank 0."""
+    idist = sys.modules.get("ignite.distributed")
+    if idist is not None and idist.get_world_size() > 1:
+        return idist.get_node_rank() == 0
+    return int(os.environ.get("GROUP_RANK", "0")) == 0  # torchrun's node rank
 
-    A rank other than 0 does not exit at once. torchrun (and torch.multiprocessing's spawn) stop every process
-    as soon as one fails, so a rank that left first could get rank 0 killed before it had written its line
-    (a bad flag under torchrun then ended with no `error:` line at all, 4 launches in 20 on a loaded 2-core
-    machine). It waits instead, and the launcher stops it once rank 0 has reported and exited. Still running
-    after OTHER_RANK_WAIT_S, rank 0 has not failed: the error is this rank's alone, and it reports it itself,
-    naming its rank. Returns the line to print.
+
+def rank0_reports(line: str) -> str | None:
+    """[dist] The line this process prints for a user error that every process hits (None: none).
+
+    Rank 0 prints it. The others do not exit at once if rank 0 runs under the same launcher: torchrun
+    and torch.multiprocessing's spawn stop every process as soon as one fails, so a rank that left first could
+    get rank 0 stopped before it had written its line (a bad flag under torchrun then ended with no `error:`
+    line, 4 launches in 20 on a loaded 2-core machine). Such a rank waits, and the launcher stops it once rank 0
+    has reported and exited. Still running after OTHER_RANK_WAIT_S, rank 0 has not failed: the error is this
+    rank's alone, and it reports it, naming its rank. On another node, whose launcher does not watch rank 0,
+    it leaves at once and says nothing. Not for Ctrl-C: every process gets that one, and no launcher is then
+    stopping processes that fail.
     """
     rank = launch_rank()
     if rank == 0 or launch_world_size() <= 1:
         return line
-    time.sleep(OTHER_RANK_WAIT_S)
+    if not on_rank0_node():
+        return None
+    try:
+        time.sleep(OTHER_RANK_WAIT_S)
+    except KeyboardInterrupt:  # Ctrl-C while waiting: rank 0 has had its say
+        return None
     return f"{line.rstrip()} [rank {rank} alone]\n" if line.endswith("\n") else f"{line} [rank {rank} alone]"
 
 

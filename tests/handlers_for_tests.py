@@ -131,3 +131,17 @@ def fake_gradcam(run) -> None:
         shutil.copy(folder / f"epoch_{engine.state.epoch:02d}.png", folder / f"gradcam_epoch_{engine.state.epoch:02d}.png")
 
     run.trainer.add_event_handler(Events.EPOCH_COMPLETED, write)
+
+
+def fail_everywhere_rank0_last(run) -> None:
+    """The same UserError on every process, rank 0's 3 s after the others': the launcher stops every process
+    when one fails, so rank 0's line must not be lost to a rank that left first (tests/test_distributed.py)."""
+    import time
+
+    import ignite.distributed as idist
+
+    from core.errors import UserError
+
+    if idist.get_rank() == 0:
+        time.sleep(3)
+    raise UserError("the handler refuses (on every process)")

@@ -80,31 +80,72 @@ def test_spawned_process_user_error_is_one_line_and_non_zero(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("script", ["run.py", "tests/slow_rank0_run.py"])
-def test_torchrun_bad_flag_is_one_error_line_and_non_zero(tmp_path, script):
-    # tests/slow_rank0_run.py starts rank 0 late: rank 1 meets the error first and must not leave before
-    # rank 0 has reported it (torchrun stops every process when one fails; core.cli.rank0_reports)
-    result = launch("torchrun", [*FAST, "--epochs", "0", "--output-dir", str(tmp_path / "out")], script)
+def test_torchrun_bad_flag_is_one_error_line_and_non_zero(tmp_path):
+    result = launch("torchrun", [*FAST, "--epochs", "0", "--output-dir", str(tmp_path / "out")])
     assert result.returncode != 0
     # torchrun adds its own failure report; ours is one line, from rank 0 only
     assert error_lines(result.stderr) == ["error: --epochs: 0 must be at least 1"]
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("value, line", [
+    ("x", "error: argument --epochs: invalid int value: 'x' (see python run.py --help)"),  # argparse's
+    ("0", "error: --epochs: 0 must be at least 1"),  # Config's check
+])
+def test_torchrun_bad_flag_is_reported_when_rank_0_is_late(tmp_path, value, line):
+    # rank 1 meets the error first and must not leave before rank 0 has reported it: torchrun stops every
+    # process as soon as one fails (core.cli.rank0_reports); tests/slow_rank0_run.py starts rank 0 5 s late
+    result = launch("torchrun", [*FAST, "--epochs", value, "--output-dir", str(tmp_path / "out")],
+                    "tests/slow_rank0_run.py")
+    assert result.returncode != 0
+    assert error_lines(result.stderr) == [line]
+
+
+@pytest.mark.parametrize("launcher", ["spawn", "torchrun"])
+def test_error_on_every_process_is_rank_0s_one_line_when_rank_0_is_last(tmp_path, launcher):
+    result = launch(launcher, [*FAST, *GIVEN_LRS, "--handler", "tests.handlers_for_tests:fail_everywhere_rank0_last",
+                               "--output-dir", str(tmp_path / "out")])
+    assert result.returncode != 0
+    assert error_lines(result.stderr) == ["error: the handler refuses (on every process)"]
+    assert "alone]" not in result.stderr
+
+
 def test_rank0_reports_at_once_and_another_rank_only_after_the_wait(monkeypatch):
+    from types import SimpleNamespace
+
     from core import cli
 
     waits = []
-    monkeypatch.setattr(cli.time, "sleep", waits.append)
+    monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=waits.append))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     assert cli.rank0_reports("error: x\n") == "error: x\n" and waits == []
     monkeypatch.setenv("RANK", "1")  # the launcher stops it during the wait; else the error was its own
     assert cli.rank0_reports("error: x\n") == "error: x [rank 1 alone]\n"
-    assert cli.rank0_reports("interrupted: y") == "interrupted: y [rank 1 alone]"
+    assert cli.rank0_reports("error: y") == "error: y [rank 1 alone]"
     assert waits == [cli.OTHER_RANK_WAIT_S] * 2
+    monkeypatch.setenv("GROUP_RANK", "1")  # another node: its launcher does not watch rank 0, so no wait
+    assert cli.rank0_reports("error: x\n") is None and len(waits) == 2
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: no one else to report
     assert cli.rank0_reports("error: x\n") == "error: x\n" and len(waits) == 2
+
+
+def test_ctrl_c_on_another_rank_says_nothing_and_does_not_wait(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from core import cli
+    from handlers.interrupt import RunInterrupted
+    from run import report_user_error
+
+    waits = []
+    monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=waits.append))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert report_user_error(RunInterrupted("stopped by Ctrl-C")) == cli.SIGINT_EXIT
+    assert waits == [] and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert report_user_error(RunInterrupted("stopped by Ctrl-C")) == cli.SIGINT_EXIT
+    assert capsys.readouterr().err == "interrupted: stopped by Ctrl-C\n"
 
 
 def test_batch_that_does_not_split_over_processes_fails_before_spawning(tmp_path):
