@@ -10,6 +10,7 @@ and logs/<step>.log (env and data share logs/setup.log).
   python bench/gpu_report.py --part 1 --archive .cifar          # env, tests           (one 10-minute command)
   python bench/gpu_report.py --part 2                           # env, throughput
   python bench/gpu_report.py --part 3 --archive .cifar          # env, data, accuracy, plain, multigpu
+  python bench/gpu_report.py --part 4 --archive .cifar --lr-maxes 7e-4 1.4e-3   # env, data, lrsweep (2 of 4 LRMAX)
   python bench/gpu_report.py --merge part1 part2 part3 --out gpu-report   # one report from three OUTs
   python bench/gpu_report.py --dry-run --out /tmp/dry           # every step, tiny, on CPU
 
@@ -31,7 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.gpu_report_md import write_markdown  # noqa: E402
 from bench.gpu_runner import execute  # noqa: E402
-from bench.gpu_steps import NEEDS_DATA, PARTS, STEPS, VARIANTS, Settings, order_key, plan  # noqa: E402
+from bench.gpu_steps import (DEFAULT_STEPS, LR_SWEEP, NEEDS_DATA, PARTS, STEPS, SWEEP_LR_MIN_RATIO,  # noqa: E402
+                             SWEEP_VAL_SPLIT, VARIANTS, Settings, order_key, plan)
 from data.archive import ARCHIVE_NAME, find_cifar_archive  # noqa: E402
 
 DEFAULT_TIME_LIMIT = 560  # the GPU machine stops a command at 600 s; this leaves time to install and write
@@ -46,7 +48,7 @@ def parse_args(argv=None):
     which = p.add_mutually_exclusive_group()
     which.add_argument("--part", choices=sorted(PARTS), help="; ".join(f"{k}: {','.join(v)}" for k, v in PARTS.items()))
     which.add_argument("--steps", help=f"comma list of {','.join(STEPS)} (or throughput.eager, throughput.compile); "
-                                       f"default: all. env always runs; data runs before accuracy/plain/multigpu")
+                                       f"default: all but lrsweep. env always runs; data runs before accuracy/plain/multigpu/lrsweep")
     which.add_argument("--merge", nargs="+", metavar="DIR", help="combine the reports in these folders into --out")
     p.add_argument("--out", default=os.environ.get("OUT"), help="report folder (default: $OUT)")
     p.add_argument("--archive", help=f"{ARCHIVE_NAME}, or the folder holding it (default: $ERA_S10_CIFAR_ARCHIVE, "
@@ -55,6 +57,10 @@ def parse_args(argv=None):
                                   "/tmp/era_s10_gpu_report, or ..._dry)")
     p.add_argument("--seeds", type=int, nargs="+", help="accuracy seeds (default: 0 1 2; dry run: 0)")
     p.add_argument("--nproc", type=int, help="processes of the multigpu step (default: every GPU)")
+    p.add_argument("--lr-maxes", type=float, nargs="+", default=list(LR_SWEEP), metavar="LR",
+                   help=f"the lrsweep step's LRMAX values: the 24-epoch recipe at full width, seed = the first of "
+                        f"--seeds, LRMIN = LRMAX/{SWEEP_LR_MIN_RATIO}, scored on a {SWEEP_VAL_SPLIT:.0%} validation "
+                        f"split (issue 18: which LRMAX should the range test read at full width?)")
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers of the CPU data paths")
     p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT,
                    help="seconds for the whole command (0: none); a run gets at most what is left")
@@ -76,7 +82,7 @@ def selected_steps(args) -> list[str]:
             raise UserError(f"--steps: unknown {', '.join(unknown)}: choose from {', '.join(STEPS)} "
                             f"(or throughput.eager, throughput.compile)")
     else:
-        names = list(STEPS)
+        names = list(DEFAULT_STEPS)
     if any(n in NEEDS_DATA for n in names) and "data" not in names:
         names.insert(0, "data")
     names = ["env"] + [n for n in names if n != "env"]
@@ -115,14 +121,31 @@ def settings_from(args, steps: list[str]) -> Settings:
     archive = resolve_archive(args.archive, args.dry_run, needed="data" in steps)
     return Settings(dry_run=args.dry_run, work=work, archive=archive,
                     seeds=args.seeds or ([0] if args.dry_run else [0, 1, 2]), nproc=args.nproc,
-                    workers=args.workers, fail=fail)
+                    workers=args.workers, fail=fail, lr_maxes=tuple(check_lr_maxes(args.lr_maxes)))
+
+
+def check_lr_maxes(values: list[float]) -> list[float]:
+    bad = [v for v in values if not 0 < v < 1]
+    if bad:
+        raise UserError(f"--lr-maxes {' '.join(f'{v:g}' for v in bad)}: give learning rates above 0 and below 1, "
+                        f"e.g. --lr-maxes 7e-4 1.4e-3")
+    return values
 
 
 def known_run(name: str) -> bool:
-    """A step, or one run of it: throughput.eager/compile, accuracy.seedN."""
+    """A step, or one run of it: throughput.eager/compile, accuracy.seedN, lrsweep.lrmaxX."""
     step, _, variant = name.partition(".")
     return step in STEPS and (not variant or name in VARIANTS or (step == "accuracy" and variant[4:].isdigit()
-                                                                   and variant.startswith("seed")))
+                                                                   and variant.startswith("seed"))
+                              or (step == "lrsweep" and is_sweep_tag(variant)))
+
+
+def is_sweep_tag(variant: str) -> bool:
+    """lrmaxX, X a number: one lrsweep run's name after the dot (gpu_steps.sweep_tag)."""
+    try:
+        return variant.startswith("lrmax") and float(variant[len("lrmax"):]) > 0
+    except ValueError:
+        return False
 
 
 def budgets_from(items: list[str]) -> dict[str, float]:

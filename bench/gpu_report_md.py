@@ -1,12 +1,14 @@
 """report.json -> report.md: a row per step (what failed, with its log's last lines), then the rows that
-paste into BENCHMARKS.md (GPU throughput, accuracy per seed and per epoch, several GPUs)."""
+paste into BENCHMARKS.md (GPU throughput, accuracy per seed and per epoch, several GPUs, the LRMAX sweep)."""
 from __future__ import annotations
 
 from bench.bench_accuracy import markdown as accuracy_markdown
-from bench.gpu_steps import TARGET, order_key
+from bench.gpu_steps import SWEEP_VAL_SPLIT, TARGET, order_key
 
 THROUGHPUT_HEAD = ("| date | device | torch | settings | (a) img/s | (b) img/s | (c) img/s | a/b | a/c "
                    "| peak GPU memory | recipe projected | recipe measured |")
+SWEEP_HEAD = ("| date | device | torch | settings | seed | LRMAX | LRMIN | val @5 | val @19 | val final (24) "
+              "| best val | train |")
 SCALING_HEAD = ("| date | device | torch | GPUs | settings | train, 1 GPU | train, N GPUs | speedup | efficiency "
                 "| final test accuracy, 1 GPU / N GPUs |")
 
@@ -44,7 +46,7 @@ def write_markdown(report: dict) -> str:
                       "Its last lines:", "", "```", *row["tail"], "```", ""]
     dry = bool(report.get("dry_run"))
     lines += ["", "## Rows for BENCHMARKS.md", ""] + throughput_rows(steps, dry) + accuracy_rows(steps) + \
-        scaling_rows(steps, dry)
+        scaling_rows(steps, dry) + sweep_rows(steps, dry)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -104,8 +106,14 @@ def multigpu_cell(r: dict) -> str:
     return text + f"; 1 process: {base['train_s']:.0f} s: speedup {r['speedup']:.2f}, efficiency {r['efficiency']:.0%}"
 
 
+def sweep_cell(run: dict) -> str:
+    return (f"LRMAX {run['lr_max']:.3g}, LRMIN {run['lr_min']:.3g}, seed {run['seed']}: validation final "
+            f"{pct(run['final_val'])}, best {pct(run['best_val'])}, train {run['train_s']:.0f} s")
+
+
 SUMMARIES = {"env": env_cell, "data": data_cell, "tests": tests_cell, "throughput": throughput_cell,
-             "accuracy": accuracy_cell, "plain": accuracy_cell, "multigpu": multigpu_cell}
+             "accuracy": accuracy_cell, "plain": accuracy_cell, "multigpu": multigpu_cell,
+             "lrsweep": sweep_cell}
 
 
 def memory(t: dict) -> str:
@@ -176,3 +184,21 @@ def scaling_rows(steps: dict, dry: bool) -> list[str]:
             f"| {settings} | {base['train_s']:.1f} s | {run['train_s']:.1f} s | {r['speedup']:.2f} "
             f"| {r['efficiency']:.0%} | {pct(base['final'])} / {pct(run['final'])} |")
     return ["### Several GPUs: under \"## Several GPUs\"", "", SCALING_HEAD, rule(SCALING_HEAD), line, ""]
+
+
+def sweep_rows(steps: dict, dry: bool) -> list[str]:
+    """The LRMAX sweep, scored on validation only: its test accuracy stays in report.json, never for choosing."""
+    names = [n for n in sorted(steps, key=order_key) if steps[n]["step"] == "lrsweep" and steps[n].get("result")]
+    if not names:
+        return []
+    lines = []
+    for name in names:
+        row, run = steps[name], steps[name]["result"]
+        val = run.get("val_accuracy") or []
+        at = {e: (val[e - 1] if len(val) >= e else None) for e in (5, 19)}
+        settings = f"width {run['width']}, {run['epochs']} epochs, {SWEEP_VAL_SPLIT:.0%} validation split"
+        lines.append(f"| {row['machine']['date']} | {device_cell(row, dry)} | {run['torch']} | {settings} "
+                     f"| {run['seed']} | {run['lr_max']:.3g} | {run['lr_min']:.3g} | {pct(at[5])} | {pct(at[19])} "
+                     f"| {pct(run['final_val'])} | {pct(run['best_val'])} | {run['train_s']:.0f} s |")
+    return ["### LRMAX at full width, on validation (issue 18): under \"## GPU: LRMAX at full width\"", "",
+            SWEEP_HEAD, rule(SWEEP_HEAD), *lines, ""]

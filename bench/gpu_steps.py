@@ -17,28 +17,42 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_accuracy import summarise  # noqa: E402
 
-STEPS = ("env", "data", "tests", "throughput", "accuracy", "plain", "multigpu")
+STEPS = ("env", "data", "tests", "throughput", "accuracy", "plain", "multigpu", "lrsweep")
+DEFAULT_STEPS = STEPS[:-1]  # lrsweep (issue 18's question, not the report's) runs only when asked: its own part
 VARIANTS = ("throughput.eager", "throughput.compile")  # --steps may name one; accuracy runs one run per seed
 # Each part fits one 10-minute command on the GPU machine; env runs in every part (it names the machine).
-PARTS = {"1": ("env", "tests"), "2": ("env", "throughput"), "3": ("env", "data", "accuracy", "plain", "multigpu")}
-NEEDS_DATA = {"accuracy", "plain", "multigpu"}
+PARTS = {"1": ("env", "tests"), "2": ("env", "throughput"), "3": ("env", "data", "accuracy", "plain", "multigpu"),
+         "4": ("env", "data", "lrsweep")}
+NEEDS_DATA = {"accuracy", "plain", "multigpu", "lrsweep"}
 # Seconds a run may take: (on a GPU machine, in --dry-run). Each accuracy run is one seed's 24-epoch recipe.
 BUDGETS = {"env": (60, 60), "data": (240, 60), "tests": (520, 60), "throughput.eager": (240, 90),
-           "throughput.compile": (360, 90), "accuracy": (200, 90), "plain": (300, 90), "multigpu": (360, 90)}
+           "throughput.compile": (360, 90), "accuracy": (200, 90), "plain": (300, 90), "multigpu": (360, 90),
+           "lrsweep": (200, 90)}
 DRY_TESTS = ["tests/test_schedule.py", "-k", "milestones or fractional"]  # a quick selection: the path, not the suite
 DRY_RUN_FLAGS = ("--batch-size", "64", "--lr-find-iters", "5")  # run.py flags in a dry run: tiny data, short range test
 TARGET = 0.90
+# lrsweep: the 24-epoch recipe at full width with a fixed LRMAX (LRMIN = LRMAX/100, where the range test's clip
+# puts it on CIFAR-10), chosen on a validation split, never the test set. The grid doubles from about what the
+# range test reads at width 64 (guess80 6.9e-4 and 1.7e-3, minimum 7.6e-4 and 1.3e-3, seeds 0 and 1) to past
+# what trained best at width 16 (1.7e-3 to 2.5e-3): which LRMAX should a reading give at full width? (issue 18)
+LR_SWEEP = (7e-4, 1.4e-3, 2.8e-3, 5.6e-3)
+SWEEP_VAL_SPLIT = 0.1
+SWEEP_LR_MIN_RATIO = 100
 
 
 def order_key(name: str) -> tuple[int, int]:
-    """Runs in step order; throughput eager before compile, accuracy by seed."""
+    """Runs in step order; throughput eager before compile, accuracy by seed, lrsweep by LRMAX."""
     step, _, variant = name.partition(".")
+    if step == "lrsweep" and variant:
+        return STEPS.index(step), float(variant[len("lrmax"):])
     return STEPS.index(step), (int(variant[4:]) if variant.startswith("seed") else int(variant == "compile"))
 
 
 def log_name(step: str) -> str:
-    """env and data share one log: with report.md and report.json, at most 8 files come back."""
-    return "logs/setup.log" if step in ("env", "data") else f"logs/{step}.log"
+    """env and data share one log, accuracy and lrsweep another: with report.md and report.json, at most 8 files
+    come back."""
+    return {"env": "logs/setup.log", "data": "logs/setup.log", "lrsweep": "logs/accuracy.log"}.get(step,
+                                                                                                 f"logs/{step}.log")
 
 
 @dataclass
@@ -49,6 +63,7 @@ class Settings:
     seeds: list[int]
     nproc: int | None = None        # processes of the multigpu step; None: every GPU the env step saw
     workers: int = 8                # DataLoader workers of the CPU data paths (the plain loop, (c))
+    lr_maxes: tuple[float, ...] = LR_SWEEP  # the lrsweep step's LRMAX values (seed: the first of seeds)
     fail: dict[str, str] = field(default_factory=dict)  # run or step name -> "fail" | "hang" (--fail-step)
 
     @property
@@ -86,11 +101,11 @@ def read_json(path: Path) -> dict:
 
 
 def accuracy_command(s: Settings, pipeline: str, seeds: list[int], out: Path, tag: str = "default",
-                     run_flags: tuple[str, ...] = ()) -> list[str]:
+                     run_flags: tuple[str, ...] = (), bench_flags: tuple = ()) -> list[str]:
     width, epochs, workers = (8, 1, 0) if s.dry_run else (64, 24, s.workers)
     cmd = python(REPO / "bench" / "bench_accuracy.py", "--pipelines", pipeline, "--seeds", *seeds,
                  "--width", width, "--epochs", epochs, "--device", s.device, "--workers", workers,
-                 "--data-dir", s.data_dir, "--out", out, "--tag", tag)
+                 "--data-dir", s.data_dir, "--out", out, "--tag", tag, *bench_flags)
     if s.dry_run:
         cmd += ["--plain-finder-iters", "20"]  # the plain loop's own range test, short like ours (DRY_RUN_FLAGS)
     if s.dry_run and s.archive is not None:
@@ -171,9 +186,25 @@ def plan(step: str, s: Settings, machine: dict | None, rows: dict) -> list[Run]:
                     env={"ERA_S10_CACHE": str(s.cache)}, note=reused(folder, "ours", tag, [seed]),
                     read=lambda: scaling(gpus, accuracy_runs(folder, "ours", tag, [seed])[0],
                                          baseline(w, seed, rows, machine)))]
+    elif step == "lrsweep":
+        folder, seed = w / "lrsweep", s.seeds[0]
+        runs = []
+        for lr_max in s.lr_maxes:
+            tag = sweep_tag(lr_max)
+            flags = ("--lr-max", f"{lr_max:g}", "--lr-min", f"{lr_max / SWEEP_LR_MIN_RATIO:g}")
+            runs.append(Run(f"lrsweep.{tag}", step, budget(step),
+                            accuracy_command(s, "ours", [seed], folder, tag, flags,
+                                             ("--val-split", SWEEP_VAL_SPLIT)),
+                            env={"ERA_S10_CACHE": str(s.cache)}, note=reused(folder, "ours", tag, [seed]),
+                            read=lambda tag=tag: accuracy_runs(folder, "ours", tag, [seed])[0]))
     else:
         raise ValueError(f"unknown step {step!r}")
     return [inject_failure(run, s.fail) for run in runs]
+
+
+def sweep_tag(lr_max: float) -> str:
+    """The name of an lrsweep run (lrsweep.lrmax0.0014) and its bench_accuracy --tag."""
+    return f"lrmax{lr_max:g}"
 
 
 def baseline(work: Path, seed: int, rows: dict, machine: dict | None) -> dict | None:

@@ -30,7 +30,7 @@ OTHER_FLAGS = {
     "run.py predict": {"--top-k", "--csv", "--json"},
     "run.py export": {"--onnx", "--opset"},
     "bench/gpu_report.py": {"--part", "--steps", "--merge", "--out", "--archive", "--work", "--seeds",
-                            "--time-limit", "--budget", "--dry-run", "--fail-step"},
+                            "--time-limit", "--budget", "--dry-run", "--fail-step", "--lr-maxes"},
     "bench/bench_throughput.py": {"--skip-seed-style"},
     "torchrun": {"--standalone", "--nnodes", "--nproc_per_node", "--node_rank", "--master_addr", "--master_port"},
 }

@@ -62,6 +62,24 @@ def test_dry_run_reports_every_step_and_carries_on_past_failures(tmp_path):
     assert (out / "logs" / "plain.log").read_text().count("===== plain") == 2
 
 
+def test_lrsweep_runs_each_lrmax_on_a_validation_split_only_when_asked(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = gpu_report_cli("--dry-run", "--out", out, "--work", work, "--part", "4", "--lr-maxes", "2e-3", "5e-4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((out / "report.json").read_text())["steps"]
+    assert sorted(rows) == ["data", "env", "lrsweep.lrmax0.0005", "lrsweep.lrmax0.002"]
+    for lr_max in (5e-4, 2e-3):
+        run = rows[f"lrsweep.lrmax{lr_max:g}"]["result"]
+        assert (run["lr_max"], run["lr_min"]) == pytest.approx((lr_max, lr_max / 100))
+        assert len(run["val_accuracy"]) == 1 and run["final_val"] == run["val_accuracy"][-1]  # scored on validation
+    md = (out / "report.md").read_text()
+    table = md.split("### LRMAX at full width, on validation")[1]
+    assert "val final (24)" in table and "test" not in table  # the sweep's table never shows test accuracy
+    # ascending LRMAX, whatever order they were given in
+    assert table.index("| 0.0005 | 5e-06 |") < table.index("| 0.002 | 2e-05 |")
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["accuracy.log", "setup.log"]
+
+
 def fake_report(folder, steps: dict, dry_run=True):
     folder.mkdir()
     (folder / "logs").mkdir()
@@ -88,6 +106,7 @@ def test_merge_takes_the_later_rows_and_concatenates_logs(tmp_path):
     (["--steps", "tests,bogus"], "--steps: unknown bogus"),
     (["--budget", "tests=soon"], "--budget tests=soon: give RUN=SECONDS"),
     (["--archive", "no/such.tar.gz"], "--archive no/such.tar.gz: no such file"),
+    (["--part", "4", "--lr-maxes", "2e-3", "0"], "--lr-maxes 0: give learning rates above 0 and below 1"),
     (["--merge", "no-such-folder"], "--merge: no report.json in no-such-folder"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, message):
