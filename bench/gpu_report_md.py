@@ -7,7 +7,7 @@ from bench.gpu_steps import SWEEP_VAL_SPLIT, TARGET, order_key
 
 THROUGHPUT_HEAD = ("| date | device | torch | settings | (a) img/s | (b) img/s | (c) img/s | a/b | a/c "
                    "| peak GPU memory | recipe projected | recipe measured |")
-SWEEP_HEAD = ("| date | device | torch | settings | seed | LRMAX | LRMIN | val @5 | val @19 | val final (24) "
+SWEEP_HEAD = ("| date | device | torch | settings | seed | LRMAX | LRMIN | val @5 | val @19 | val final "
               "| best val | train |")
 SCALING_HEAD = ("| date | device | torch | GPUs | settings | train, 1 GPU | train, N GPUs | speedup | efficiency "
                 "| final test accuracy, 1 GPU / N GPUs |")
@@ -200,5 +200,5 @@ def sweep_rows(steps: dict, dry: bool) -> list[str]:
         lines.append(f"| {row['machine']['date']} | {device_cell(row, dry)} | {run['torch']} | {settings} "
                      f"| {run['seed']} | {run['lr_max']:.3g} | {run['lr_min']:.3g} | {pct(at[5])} | {pct(at[19])} "
                      f"| {pct(run['final_val'])} | {pct(run['best_val'])} | {run['train_s']:.0f} s |")
-    return ["### LRMAX at full width, on validation (issue 18): under \"## GPU: LRMAX at full width\"", "",
+    return ["### LRMAX at full width, on validation: under \"## The range test's LRMAX reading (issue 18)\"", "",
             SWEEP_HEAD, rule(SWEEP_HEAD), *lines, ""]

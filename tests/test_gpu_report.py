@@ -73,8 +73,8 @@ def test_lrsweep_runs_each_lrmax_on_a_validation_split_only_when_asked(tmp_path)
         assert (run["lr_max"], run["lr_min"]) == pytest.approx((lr_max, lr_max / 100))
         assert len(run["val_accuracy"]) == 1 and run["final_val"] == run["val_accuracy"][-1]  # scored on validation
     md = (out / "report.md").read_text()
-    table = md.split("### LRMAX at full width, on validation")[1]
-    assert "val final (24)" in table and "test" not in table  # the sweep's table never shows test accuracy
+    table = md.split("### LRMAX at full width, on validation")[1].split("\n", 1)[1]  # below its heading
+    assert "val final" in table and "test" not in table  # the sweep's table never shows test accuracy
     # ascending LRMAX, whatever order they were given in
     assert table.index("| 0.0005 | 5e-06 |") < table.index("| 0.002 | 2e-05 |")
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["accuracy.log", "setup.log"]
