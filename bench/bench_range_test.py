@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from datetime import date
 from pathlib import Path
@@ -30,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from engine.config import Config  # noqa: E402
 from engine.lr_finder import run_range_test  # noqa: E402
-from engine.lr_rules import suggestions  # noqa: E402
+from engine.lr_rules import fall_point, suggestions, two_thirds  # noqa: E402
 
 
 INITS = ("own", "torch", "zero")
@@ -87,10 +88,20 @@ def one_curve(args, design: dict, seed: int) -> dict:
             "date": date.today().isoformat(), "threads": torch.get_num_threads(), "speed": c.speed.describe()}
 
 
+def candidates(lrs, losses, num_classes: int) -> dict[str, float | None]:
+    """Readings compared here but not offered by --lr-rule: the fall from a uniform guess's loss (ln C) read at
+    other shares than guess80's 80%, and two_thirds with its start measured on that fall."""
+    top = math.log(num_classes)
+    return {"guess50": fall_point(lrs, losses, 0.5, top), "guess65": fall_point(lrs, losses, 0.65, top),
+            "guess_two_thirds": two_thirds(lrs, losses, top)}
+
+
 def readings_of(curve: dict) -> dict[str, float | None]:
-    """Every reading of one stored curve: the rules on the reading curve, and ignite's on its own EMA."""
+    """Every reading of one stored curve: the rules and candidates on the reading curve, and ignite's on its
+    own EMA."""
     # curves stored before guess80 existed lack num_classes: every dataset of this bench has 10 classes
-    return {**suggestions(curve["reading_lr"], curve["reading_loss"], curve.get("num_classes", 10)),
+    lrs, losses, num_classes = curve["reading_lr"], curve["reading_loss"], curve.get("num_classes", 10)
+    return {**suggestions(lrs, losses, num_classes), **candidates(lrs, losses, num_classes),
             "ignite_ema_steepest": curve["suggestion"]}
 
 

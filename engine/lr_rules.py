@@ -158,9 +158,10 @@ def fall_point(lrs, losses, share: float, top: float | None = None) -> float | N
     return next(lr for lr, loss in zip(lrs, losses) if loss <= threshold)
 
 
-def fall_start(lrs, losses) -> float | None:
-    """Where the loss has made FALL_SHARE (5%) of its fall: where learning starts."""
-    return fall_point(lrs, losses, FALL_SHARE)
+def fall_start(lrs, losses, top: float | None = None) -> float | None:
+    """Where the loss has made FALL_SHARE (5%) of its fall (from its first value, or from `top` where that is
+    lower): where learning starts."""
+    return fall_point(lrs, losses, FALL_SHARE, top)
 
 
 def fall80(lrs, losses) -> float | None:
@@ -178,9 +179,10 @@ def guess80(lrs, losses, num_classes: int | None = None) -> float | None:
     return fall_point(lrs, losses, FALL80_SHARE, None if num_classes is None else math.log(num_classes))
 
 
-def two_thirds(lrs, losses) -> float | None:
-    """Two thirds of the way, in log LR, from where the loss starts to fall to where it is lowest."""
-    start, end = fall_start(lrs, losses), lowest(lrs, losses)
+def two_thirds(lrs, losses, top: float | None = None) -> float | None:
+    """Two thirds of the way, in log LR, from where the loss starts to fall (fall_start, with `top`) to where it
+    is lowest."""
+    start, end = fall_start(lrs, losses, top), lowest(lrs, losses)
     if start is None or end is None or end <= start:
         return None
     return start * (end / start) ** (2 / 3)

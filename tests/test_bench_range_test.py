@@ -31,3 +31,18 @@ def test_an_unknown_initialisation_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_range_test.main(["--designs", "1e-5:1:6:xavier", "--out", str(tmp_path)])
     assert "the initialisation is one of own, torch, zero" in capsys.readouterr().err
+
+
+def test_candidates_measure_the_fall_from_a_uniform_guess():
+    # A curve that starts at 4.0 (above ln 10), comes down to ln 10 = 2.303 by 1e-4, then falls linearly in
+    # log LR to 1.303 at 1e-2 and rises after it: the fall from ln 10 is 1.0, from 1e-4 to 1e-2.
+    lrs = [10 ** (-6 + i / 10) for i in range(51)]  # 1e-6 .. 1e-1
+    top = math.log(10)
+    losses = [4.0 - (4.0 - top) * (i / 20) if i <= 20 else top - (i - 20) / 20 if i <= 40 else top - 1 + (i - 40) / 10
+              for i in range(51)]
+    found = bench_range_test.candidates(lrs, losses, 10)
+    assert found["guess50"] == pytest.approx(1e-3)  # half of the fall from ln 10, half way in log LR
+    assert found["guess65"] == pytest.approx(10 ** -2.7)
+    # where the fall from ln 10 starts (5% of it: 1e-4 * 10 ** 0.1) to the lowest loss (1e-2), two thirds of the way
+    start = 10 ** -3.9
+    assert found["guess_two_thirds"] == pytest.approx(start * (1e-2 / start) ** (2 / 3))
