@@ -320,9 +320,10 @@ def plot(runs: list[dict], path: Path) -> None:
                     markersize=3, color=colours[i % len(colours)],
                     label=f"{'ours (Ignite)' if pipeline == 'ours' else 'plain loop'} {tag} seed {r['seed']}")
     first = runs[0]
+    dates = sorted({r["date"] for r in runs})  # runs of several days: the span, not the first run's day
     ax.set(xlabel="epoch", ylabel="test accuracy (%)",
            title=f"{first['data']}: width {first.get('width', '?')}, {first['device']}, torch {first['torch']}, "
-                 f"{first['date']}")
+                 f"{dates[0] if len(dates) == 1 else dates[0] + ' to ' + dates[-1]}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
