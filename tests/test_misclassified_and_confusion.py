@@ -11,8 +11,11 @@ from data.datasets import load_dataset
 from data.loaders import cpu_loaders
 from handlers.misclassified import misclassified_figure
 from run_folder.plots import render_figure
+from engine.trainer import StepSpeed
 from models import CustomResNet
-from tests.conftest import ITERS_PER_EPOCH, read_summary
+from tests.conftest import ITERS_PER_EPOCH, LR, read_summary, train
+
+CPU = torch.device("cpu")
 
 
 def read_csv(path):
@@ -20,16 +23,19 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def saved_model_predictions(run_dir):
-    """Predicted class and probability per test image, from the last training checkpoint's weights."""
+def saved_model_predictions(run_dir, epochs=2, speed=StepSpeed()):
+    """Predicted class and probability per test image, from the last training checkpoint's weights, computed
+    with the run's numerics (`speed`: fp32 NCHW by default, as FAST's --no-amp runs evaluate up to layout)."""
     data = load_dataset("fake", subset=256, seed=0)
     model = CustomResNet(num_classes=data.num_classes, width=8)
-    state = torch.load(run_dir / "checkpoints" / f"checkpoint_{2 * ITERS_PER_EPOCH}.pt", weights_only=True)
+    state = torch.load(run_dir / "checkpoints" / f"checkpoint_{epochs * ITERS_PER_EPOCH}.pt", weights_only=True)
     model.load_state_dict(state["model"])
     model.eval()
+    layout = torch.channels_last if speed.channels_last else torch.preserve_format
+    model.to(memory_format=layout)
     _, test_loader = cpu_loaders(data, 64, 0, 0)
-    with torch.no_grad():
-        probabilities = torch.cat([model(x).softmax(1) for x, _ in test_loader])
+    with torch.no_grad(), speed.autocast(CPU):
+        probabilities = torch.cat([model(x.to(memory_format=layout)).float().softmax(1) for x, _ in test_loader])
     probability, predicted = probabilities.max(1)
     return data, predicted.numpy(), probability.numpy()
 
@@ -49,6 +55,18 @@ def test_listed_images_are_the_saved_models_mistakes(full_run):
     assert all(loss > 0 for loss in losses)
     assert (full_run / "misclassified" / "epoch_01.png").stat().st_size > 10_000
     assert (full_run / "misclassified" / "epoch_02.png").stat().st_size > 10_000
+
+
+def test_a_bf16_run_lists_the_mistakes_its_own_numerics_make(tmp_path):
+    """The default on a CPU with native bf16 (forced here, emulated elsewhere: width 8 keeps it quick): the list is
+    the saved model's mistakes as bf16 autocast in channels_last computes them, which fp32 would not reproduce."""
+    assert train(tmp_path, "--epochs", "1", "--amp", "--channels-last", *LR) == 0
+    rows = read_csv(tmp_path / "misclassified" / "epoch_01.csv")
+    data, predicted, probability = saved_model_predictions(tmp_path, 1, StepSpeed(amp=True, channels_last=True))
+    assert sorted(int(r["index"]) for r in rows) == np.flatnonzero(predicted != data.test_y).tolist()
+    for r in rows:
+        assert r["predicted"] == data.classes[predicted[int(r["index"])]]
+        assert float(r["probability"]) == pytest.approx(float(probability[int(r["index"])]), abs=1e-5)
 
 
 def test_grid_shows_images_upright_in_their_own_colours():
