@@ -86,11 +86,15 @@ def held_from(accuracies: list[float], target: float) -> int | None:
     return first
 
 
-def environment(device_name: str) -> dict:
+def environment(device_name: str, speed: str | None) -> dict:
+    """Where and how a run ran: device, CPU model (runs from different sessions land on different CPUs),
+    numerics (`speed`: StepSpeed.describe(), e.g. bf16 autocast where the CPU has native bf16), torch, date."""
     import torch
 
-    return {"device": device_name, "torch": torch.__version__, "date": date.today().isoformat(),
-            "data": COPY_NAME, "threads": torch.get_num_threads()}
+    from core.device import cpu_name
+
+    return {"device": device_name, "cpu": cpu_name(), "speed": speed, "torch": torch.__version__,
+            "date": date.today().isoformat(), "data": COPY_NAME, "threads": torch.get_num_threads()}
 
 
 def run_ours(args, data_dir: Path, seed: int, out: Path) -> dict:
@@ -113,7 +117,7 @@ def run_ours(args, data_dir: Path, seed: int, out: Path) -> dict:
             "val_accuracy": [r["val_accuracy"] for r in history] if "val_accuracy" in history[0] else None,
             "train_accuracy": [r["train_accuracy"] for r in history], "wall_s": wall,
             "train_s": s["train_seconds"], "run_dir": str(run_dir), "flags": args.extra,
-            **environment(s["device"] if s["device"] == "cpu" else _cuda_name())}
+            **environment(s["device"] if s["device"] == "cpu" else _cuda_name(), s.get("speed"))}
 
 
 def _cuda_name() -> str:
@@ -233,7 +237,7 @@ def run_plain(args, data_dir: Path, seed: int, lr_max: float | None, weight_deca
             "lr_final": lr_used, "weight_decay": weight_decay, "test_accuracy": test_acc,
             "val_accuracy": None, "train_accuracy": train_acc, "wall_s": time.perf_counter() - t0,
             "train_s": time.perf_counter() - t0, "flags": [], "lr_from": args.plain_lr_from,
-            **environment(torch.cuda.get_device_name() if device.type == "cuda" else "cpu")}
+            **environment(torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "fp32, channels_last")}
 
 
 def summarise(run: dict, target: float) -> dict:
@@ -253,6 +257,13 @@ def write_report(out: Path, target: float) -> list[dict]:
     return runs
 
 
+def device_cell(run: dict) -> str:
+    """'cpu (AMD EPYC 9R14; bf16 autocast, channels_last)': the device, with the CPU model and numerics where the
+    run recorded them (runs before 2026-12-06 did not)."""
+    details = "; ".join(v for v in (run.get("cpu") if run["device"] == "cpu" else None, run.get("speed")) if v)
+    return f"{run['device']} ({details})" if details else run["device"]
+
+
 def markdown(runs: list[dict], target: float) -> str:
     def pct(v):
         return "—" if v is None else f"{100 * v:.2f}"
@@ -265,7 +276,7 @@ def markdown(runs: list[dict], target: float) -> str:
         acc = r["test_accuracy"]
         at = {e: (acc[e - 1] if len(acc) >= e else None) for e in (5, 19)}
         config = r.get("tag", "") + (f", {r['subset']} images" if r.get("subset") else "")
-        lines.append(f"| {r['pipeline']} | {config} | {r['seed']} | {r['device']} | {r['torch']} | {r['date']} "
+        lines.append(f"| {r['pipeline']} | {config} | {r['seed']} | {device_cell(r)} | {r['torch']} | {r['date']} "
                      f"| {r['lr_min']:.3g} | {r['lr_max']:.3g} | {pct(at[5])} | {pct(at[19])} | {pct(r['final'])} "
                      f"| {pct(r['best'])} | {r['held_from'] or 'never'} | {pct(r['final_val'])} "
                      f"| {r['wall_s'] / 60:.1f} min |")

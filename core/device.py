@@ -6,6 +6,8 @@ run then trains on the CPU. `gpu_status` finds that case and names the fix.
 """
 from __future__ import annotations
 
+import os
+import platform
 import shutil
 import subprocess
 import warnings
@@ -61,3 +63,25 @@ def gpu_status() -> GpuStatus:
                      f"({said}), so training runs on the CPU: the NVIDIA driver is probably older than CUDA "
                      f"{torch.version.cuda} needs: update the driver, or install a torch build for the CUDA version "
                      f"`nvidia-smi` shows ({INSTALL_HELP})")
+
+
+def cpu_name() -> str:
+    """The CPU's model name: /proc/cpuinfo's on Linux, platform.processor() elsewhere; '' where neither says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def machine_facts(device: torch.device) -> dict:
+    """What a run's figures depend on beyond its settings: the chip it ran on and torch's build and threads.
+
+    Benchmarks from different sessions land on different machines (an AVX2-only CPU trains in fp32, one with
+    native bf16 under bf16 autocast): summary.json keeps these so a figure can always name its machine.
+    """
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": str(torch.__version__)}  # str: TorchVersion would not load with weights_only=True

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from bench.bench_accuracy import held_from, summarise, write_report
+from bench.bench_accuracy import device_cell, held_from, summarise, write_report
 
 
 def result(pipeline, tag, seed, accuracies):
@@ -45,6 +45,18 @@ def test_a_seed_that_holds_the_target_from_epoch_19_is_counted(tmp_path):
     assert "| 1 of 2 |" in (tmp_path / "results.md").read_text()
 
 
+def test_a_row_names_the_cpu_and_numerics_where_the_run_recorded_them(tmp_path):
+    new = {**result("ours", "t", 0, [0.5] * 24), "cpu": "AMD EPYC 9R14", "speed": "bf16 autocast, channels_last"}
+    assert device_cell(new) == "cpu (AMD EPYC 9R14; bf16 autocast, channels_last)"
+    assert device_cell(result("ours", "t", 1, [0.5] * 24)) == "cpu"  # a run from before they were recorded
+    gpu = {**new, "device": "NVIDIA H100 80GB HBM3"}
+    assert device_cell(gpu) == "NVIDIA H100 80GB HBM3 (bf16 autocast, channels_last)"  # the GPU, not the host CPU
+    for seed, run in enumerate([new, result("ours", "t", 1, [0.5] * 24)]):
+        (tmp_path / f"ours-t-seed{seed}.json").write_text(json.dumps(run))
+    write_report(tmp_path, 0.90)
+    assert "| ours | t | 0 | cpu (AMD EPYC 9R14; bf16 autocast, channels_last) |" in (tmp_path / "results.md").read_text()
+
+
 def test_the_plain_loop_reads_its_max_lr_with_torch_lr_finder(digits_dir):
     import argparse
     import math
@@ -56,3 +68,4 @@ def test_the_plain_loop_reads_its_max_lr_with_torch_lr_finder(digits_dir):
     r = run_plain(args, digits_dir, seed=0, lr_max=None, weight_decay=1e-2)
     assert 1e-7 < r["lr_max"] < 10 and math.isfinite(r["lr_max"]) and r["lr_from"] == "torch-lr-finder"
     assert r["lr_min"] == r["lr_max"] / 100 and len(r["test_accuracy"]) == 1
+    assert r["cpu"] and r["speed"] == "fp32, channels_last"  # the plain loop's numerics, named in its row

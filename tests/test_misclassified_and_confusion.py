@@ -61,6 +61,7 @@ def test_a_bf16_run_lists_the_mistakes_its_own_numerics_make(tmp_path):
     """The default on a CPU with native bf16 (forced here, emulated elsewhere: width 8 keeps it quick): the list is
     the saved model's mistakes as bf16 autocast in channels_last computes them, which fp32 would not reproduce."""
     assert train(tmp_path, "--epochs", "1", "--amp", "--channels-last", *LR) == 0
+    assert read_summary(tmp_path)["speed"] == "bf16 autocast, channels_last"
     rows = read_csv(tmp_path / "misclassified" / "epoch_01.csv")
     data, predicted, probability = saved_model_predictions(tmp_path, 1, StepSpeed(amp=True, channels_last=True))
     assert sorted(int(r["index"]) for r in rows) == np.flatnonzero(predicted != data.test_y).tolist()

@@ -3,6 +3,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from tests.conftest import QUICK, read_summary, run_cli
 
@@ -46,6 +47,19 @@ def test_summary_has_every_field_in_range(fake_run):
     # Random labels: 10% is chance, 90% is out of reach in 2 epochs.
     assert s["first_epoch_at_target"] is None and s["target_held_from_target_epoch"] is None
     assert s["train_seconds"] > 0
+
+
+def test_summary_names_the_numerics_and_the_machine(fake_run):
+    """A figure read from summary.json can name what made it: benchmarks land on CPUs with native bf16 (where
+    the default is bf16 autocast) and without (fp32), in different sessions."""
+    from core.device import cpu_name
+    from engine.trainer import StepSpeed
+
+    s = read_summary(fake_run[0])
+    assert s["speed"] == StepSpeed.for_device(torch.device("cpu")).describe()  # the default this CPU gets
+    machine = s["machine"]
+    assert machine["cpu"] == cpu_name() != ""
+    assert machine["gpu"] is None and machine["torch"] == torch.__version__ and machine["threads"] >= 1
 
 
 def test_csv_files_match_the_summary(fake_run):

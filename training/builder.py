@@ -14,6 +14,7 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from torch import nn
 
+from core.device import machine_facts
 from core.distributed import broadcast_buffers_from_rank0, is_main_process, unwrap
 from core.errors import UserError
 from engine.config import Config
@@ -84,7 +85,8 @@ class Run(Components):
         # [dist] world_size / backend say how the run was made; test_examples is the evaluator's count
         # summed over ranks, the size of the whole test set when sharding is exact.
         extra = {"world_size": idist.get_world_size(), "backend": idist.backend(),
-                 "test_examples": self.evaluator.state.metrics.get("examples"), **self.summary_extra}
+                 "test_examples": self.evaluator.state.metrics.get("examples"),
+                 "speed": self.speed.describe(), "machine": machine_facts(self.device), **self.summary_extra}
         if self.range_test is not None:  # (a resumed run ran none: its lr_finder.json has them)
             test = self.range_test
             extra.update(lr_rule=test.rule, lr_suggestions=test.suggestions,
