@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data.archive import COPY_NAME, find_cifar_archive, unpack_cifar_archive  # noqa: E402
+from engine.trainer import StepSpeed  # noqa: E402
 
 PIPELINES = ("ours", "plain")
 
@@ -237,7 +238,8 @@ def run_plain(args, data_dir: Path, seed: int, lr_max: float | None, weight_deca
             "lr_final": lr_used, "weight_decay": weight_decay, "test_accuracy": test_acc,
             "val_accuracy": None, "train_accuracy": train_acc, "wall_s": time.perf_counter() - t0,
             "train_s": time.perf_counter() - t0, "flags": [], "lr_from": args.plain_lr_from,
-            **environment(torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "fp32, channels_last")}
+            **environment(torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                        StepSpeed(channels_last=True).describe())}
 
 
 def summarise(run: dict, target: float) -> dict:
