@@ -1,7 +1,6 @@
 """notebooks/era_s10.ipynb runs end to end in smoke mode (random images, CPU), as CI runs it with papermill:
 the platform install keeps torch, the GPU check speaks, training prints its table, the report, prediction pictures
 and the ONNX export come out."""
-from pathlib import Path
 
 import pytest
 
