@@ -71,7 +71,7 @@ class Config:
     epochs: int = setting(24, "length of the One Cycle run", group=RECIPE, metavar="N")
     batch_size: int = setting(512, "images per step (the global batch when several processes train)", group=RECIPE,
                               metavar="N")
-    weight_decay: float = setting(1e-2, "Adam weight decay (L2)", group=RECIPE, metavar="F")
+    weight_decay: float = setting(1e-4, "Adam weight decay (L2)", group=RECIPE, metavar="F")
     peak_epoch: float | None = setting(None, "epoch at whose end the LR peaks (fractional allowed); default: 5/24 of "
                                        "--epochs", group=RECIPE, metavar="F")
     lr_min: float | None = setting(None, LR_MIN_HELP, group=RECIPE, metavar="LR")
