@@ -310,7 +310,10 @@ def test_range_test_curve_and_bounds_do_not_depend_on_the_number_of_processes(tm
             # the minimum for seed 0 (0.6% and 0.5% for seeds 1 and 2), with DDP's gradients equal to one
             # process's to 2e-6 (BatchNorm in eval mode): chaos in the curve, not a fault of the layout.
             # fp32 for the same reason: bf16 autocast (the default on a CPU with native bf16) rounds every step.
-            "--no-channels-last", "--no-amp"]
+            # Weight decay 1e-2 (the default until 2026-12-06) for the same reason again: the tolerances were
+            # measured with it, and with today's 1e-4 the per-rank BatchNorm difference compounds further (7.2%
+            # by the minimum, first points still exact): weaker decay, more chaos, not a fault of DDP.
+            "--no-channels-last", "--no-amp", "--weight-decay", "1e-2"]
     one = subprocess.run([sys.executable, "run.py", *args, "--output-dir", str(tmp_path / "one")], cwd=ROOT,
                          capture_output=True, text=True, timeout=TIMEOUT)
     assert one.returncode == 0, one.stderr[-3000:]
