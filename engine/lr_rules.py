@@ -55,7 +55,7 @@ READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from 
 LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
                 "LRMAX: guess80 (where the loss has made 80%% of its fall to its minimum, the fall measured from "
                 "a uniform guess's loss ln C, or from the first value if that is lower), fall80 (the same, measured "
-                "from the first value; it trained better at --width 16, BENCHMARKS.md), steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), "
+                "from the first value; it trained better at --width 16 with the weight decay 1e-2 of that time, BENCHMARKS.md), steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), "
                 "valley (fastai's), minimum (the minimum's LR / 10), two_thirds (two thirds of the way, in log LR, "
                 "from where the loss starts to fall to its minimum) or mid (between steepest and the minimum); every "
                 "reading is in plots/lr_finder.png and lr_finder.json")
