@@ -47,6 +47,11 @@ FALLBACK_DIV = 25.0
 TRIM_START = 0.1
 SMOOTH_DECADES = 0.1
 
+# diverged: the reading curve rose to this many times its lowest loss after it (ignite FastaiLRFinder's diverge_th
+# default). FastaiLRFinder applies it to its lagged average, which at LR 10 can still be below 5x when the raw losses
+# are 15-120x their minimum (CIFAR-10, weight decay 1e-4: BENCHMARKS.md), so its early stop alone is no sign.
+DIVERGE_FACTOR = 5.0
+
 # How the plot and the report name each reading.
 READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from ln C", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
                   "valley": "valley (fastai)", "minimum": "minimum / 10", "mid": "steepest-minimum middle",
@@ -90,6 +95,22 @@ def reading_curve(lrs, raw_losses, trim_start: float = TRIM_START,
     smoothed = centred_smooth(lrs, losses, sigma_decades)
     start = int(len(lrs) * trim_start)
     return lrs[start:], smoothed[start:]
+
+
+def diverged(losses, factor: float = DIVERGE_FACTOR) -> bool:
+    """The curve blew up: a non-finite loss, or a rise after its lowest point to `factor` times it.
+
+    Read on the reading curve (no lag), not on FastaiLRFinder's exponential average, which can trail a raw
+    curve that has risen to 50x its minimum. A loss that is still falling at the end of the test has not
+    diverged: the best LRMAX may lie above the tested range.
+    """
+    finite = finite_curve(range(1, len(losses) + 1), losses)[1]
+    if len(finite) < len(losses):
+        return True
+    if len(finite) < 2:
+        return False
+    low = min(finite)
+    return max(finite[finite.index(low):]) > factor * max(low, 0.0)
 
 
 def steepest(lrs, losses) -> float | None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.lr_finder import choose_lr_bounds
-from engine.lr_rules import (LRMAX_RULES, centred_smooth, fall80, fall_start, guess80, mid, minimum, reading_curve,
+from engine.lr_rules import (LRMAX_RULES, centred_smooth, diverged, fall80, fall_start, guess80, mid, minimum, reading_curve,
                              steepest, suggestions, two_thirds, valley)
 
 LRS = list(np.geomspace(1e-6, 1.0, 100))
@@ -195,3 +195,30 @@ def test_fall80_reads_noisy_curves_steadily_where_the_minimum_based_readings_do_
     clean = fall80(*reading_curve(LRS, sigmoid_fall(-3.5)))
     assert 1 / 1.25 < clean / 10 ** (-3.5 + math.log(4) / 3) < 1.25
     assert all(1 / 1.3 < suggestions(*c)["fall80"] / clean < 1.3 for c in curves)
+
+
+def ignite_average(losses, beta=0.98):
+    """FastaiLRFinder's smoothed loss: an exponential average with bias correction (its smooth_f = 0.05)."""
+    avg, out = 0.0, []
+    for i, loss in enumerate(losses, 1):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** i))
+    return out
+
+
+def test_divergence_is_read_on_the_curve_not_on_the_lagged_average():
+    # The shape of a CIFAR-10 curve with weight decay 1e-4 (width 16, seed 1): from 3.7 down to 1.7 near 1e-2, then
+    # up to about 30x its minimum at the last point. The lagged average stays below 5x its best, so FastaiLRFinder
+    # never stops early.
+    lrs = list(np.geomspace(1e-7, 10.0, 100))
+    x = np.log10(lrs)
+    losses = list(np.where(x < -1.6, 1.7 + 2.0 / (1 + np.exp(2.5 * (x + 3.8))), 1.7 * np.exp(0.5 * (x + 1.6) ** 2)))
+    assert max(losses) > 20 * min(losses)
+    average = ignite_average(losses)
+    assert max(average[average.index(min(average)):]) < 5 * min(average)
+    assert diverged(reading_curve(lrs, losses)[1])
+    assert not diverged(reading_curve(lrs, list(np.geomspace(3.0, 1.0, 100)))[1])   # still falling at the end
+    assert not diverged(reading_curve(lrs, [2.3] * 100)[1])                           # flat
+    assert not diverged([3.0, 2.0, 1.0, 4.9])                                          # a rise under 5x
+    assert diverged([3.0, 2.0, 1.0, 5.1]) and diverged([3.0, 2.0, math.nan]) and diverged([3.0, math.inf])
+    assert diverged([3.0, 2.0, 1.0, 2.0], factor=1.5) and not diverged([1.0]) and not diverged([])
