@@ -74,11 +74,11 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     except RuntimeError:  # too few points before the minimum: ignite says the curve is not U-shaped
         suggestion = None
     reading_lrs, reading_losses = reading_curve(lrs, raw_losses)
-    # FastaiLRFinder stops early once its lagged average exceeds 5x its best (a NaN loss never does). The average
-    # can trail the raw curve by a decade and end below 5x where the raw losses have blown up, so a full-length
-    # test has diverged too when its reading curve rose to DIVERGE_FACTOR times its minimum.
+    # FastaiLRFinder stops early once its lagged average exceeds 5x its best (a NaN loss never does, and turns the
+    # average NaN). The average can trail the raw curve by a decade and end below 5x where the raw losses have blown
+    # up, so a full-length test has diverged too when its reading curve rose to DIVERGE_FACTOR times its minimum.
     diverged = (len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
-                or not all(math.isfinite(v) for v in raw_losses) or curve_diverged(reading_losses))
+                or curve_diverged(reading_losses))
     readings = suggestions(reading_lrs, reading_losses, num_classes)
     lr_min, lr_max, warnings = bounds_from_readings(readings, len(finite_curve(reading_lrs, reading_losses)[0]),
                                                     start_lr, end_lr, diverged=diverged, rule=rule)
