@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
-from engine.lr_rules import DEFAULT_RULE, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO
+from engine.lr_rules import DEFAULT_RULE, DIVERGE_FACTOR, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO
 from engine.lr_rules import diverged as curve_diverged
 from engine.lr_rules import finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
@@ -59,7 +59,8 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     try:
         with finder.attach(engine, to_save={"model": model, "optimizer": optimizer},
                            output_transform=lambda out: out["loss"], num_iter=num_iter,
-                           start_lr=start_lr, end_lr=end_lr, step_mode="exp") as finder_engine:
+                           start_lr=start_lr, end_lr=end_lr, step_mode="exp",
+                           diverge_th=DIVERGE_FACTOR) as finder_engine:
             finder_engine.run(loader)
     finally:
         for group, lr in zip(optimizer.param_groups, original_lrs):

@@ -104,13 +104,13 @@ def diverged(losses, factor: float = DIVERGE_FACTOR) -> bool:
     curve that has risen to 50x its minimum. A loss that is still falling at the end of the test has not
     diverged: the best LRMAX may lie above the tested range.
     """
-    finite = finite_curve(range(1, len(losses) + 1), losses)[1]
-    if len(finite) < len(losses):
+    losses = [float(v) for v in losses]
+    if not all(math.isfinite(v) for v in losses):
         return True
-    if len(finite) < 2:
+    if len(losses) < 2:
         return False
-    low = min(finite)
-    return max(finite[finite.index(low):]) > factor * max(low, 0.0)
+    low = min(losses)
+    return max(losses[losses.index(low):]) > factor * max(low, 0.0)
 
 
 def steepest(lrs, losses) -> float | None:
