@@ -82,6 +82,10 @@ class Config:
     lr_find_start: float = setting(1e-7, "range test start LR", group=RECIPE, metavar="LR")
     lr_find_end: float = setting(10.0, "range test end LR", group=RECIPE, metavar="LR")
     lr_find_iters: int = setting(100, "range test iterations", group=RECIPE, metavar="N")
+    lr_find_repeats: int = setting(1, "run the range test N times (the model as built, then N-1 re-drawn "
+                                   "initialisations, each on batches of its own) and take every reading as the "
+                                   "median over them: steadier over seeds, N times the cost (BENCHMARKS.md)",
+                                   group=RECIPE, metavar="N")
     lr_rule: str = setting(DEFAULT_RULE, LR_RULE_HELP, group=RECIPE, choices=LRMAX_RULES)
     width: int = setting(64, "base channel count; 64 is the assignment's network (smaller only for quick tests)",
                          group=RECIPE, metavar="N")
@@ -191,6 +195,8 @@ def _check_lrs(c: Config) -> None:
         _bad("--lr-find-start", f"{c.lr_find_start} must be below --lr-find-end {c.lr_find_end}")
     if c.lr_find_iters < 3:
         _bad("--lr-find-iters", f"{c.lr_find_iters} must be at least 3")
+    if c.lr_find_repeats < 1:
+        _bad("--lr-find-repeats", f"{c.lr_find_repeats} must be at least 1")
 
 
 def _check_choices(c: Config) -> None:

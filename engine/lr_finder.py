@@ -1,11 +1,13 @@
 """The LR range test (ignite's FastaiLRFinder) and the rule that turns its curve into LRMIN and LRMAX."""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, field
 
 import ignite.distributed as idist
+import numpy as np
 import torch
 from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
@@ -30,23 +32,106 @@ class RangeTest:
     raw_losses: list[float] = field(default_factory=list)  # the loss of each iteration, as the step returned it
     reading_lrs: list[float] = field(default_factory=list)  # the curve the readings are taken on (reading_curve)
     reading_losses: list[float] = field(default_factory=list)
+    # --lr-find-repeats > 1: every repeat's curve and readings, the first (the model as built) first; the curve fields
+    # above are the first repeat's, `suggestions` and the bounds the medians over all
+    repeats: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"lr": self.lrs, "loss": self.losses, "loss_raw": self.raw_losses, "reading_lr": self.reading_lrs,
-                "reading_loss": self.reading_losses, "lr_min": self.lr_min, "lr_max": self.lr_max,
-                "rule": self.rule, "suggestions": self.suggestions, "suggestion": self.suggestion,
-                "warnings": self.warnings}
+        out = {"lr": self.lrs, "loss": self.losses, "loss_raw": self.raw_losses, "reading_lr": self.reading_lrs,
+               "reading_loss": self.reading_losses, "lr_min": self.lr_min, "lr_max": self.lr_max,
+               "rule": self.rule, "suggestions": self.suggestions, "suggestion": self.suggestion,
+               "warnings": self.warnings}
+        if self.repeats:
+            out["repeats"] = self.repeats
+        return out
 
 
 def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
                    num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = DEFAULT_RULE,
-                   num_classes: int | None = None) -> RangeTest:
+                   num_classes: int | None = None, repeats: int = 1, seed: int = 0) -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
     The finder restores the model and optimizer states when it exits. Besides its smoothed curve, the raw
     loss of every iteration is kept (as device tensors, read once at the end); the readings are taken on
     the raw curve (engine/lr_rules.reading_curve). num_classes: for guess80, which measures the fall from ln C.
+
+    repeats > 1: the test runs that many times, the first on the model as it is (the test a single run makes),
+    each other on weights re-drawn in place from (seed, repeat) and on batches of its own (the loader's
+    set_epoch, where it has one); every reading is then the median of the repeats' readings, which one curve
+    shifted by its initialisation or its batches cannot move far. The model and optimizer end as they began.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, not {repeats}")
+    curves = []
+    saved = None if repeats == 1 else (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    first_epoch = getattr(loader, "epoch", None)
+    try:
+        for repeat in range(repeats):
+            if repeat:
+                redraw_weights(model, device, repeat_seed(seed, repeat))
+                if hasattr(loader, "set_epoch"):
+                    loader.set_epoch(REPEAT_EPOCH + repeat)  # batches no training epoch draws
+            curves.append(_one_test(model, optimizer, loss_fn, loader, device, start_lr, end_lr, num_iter, speed,
+                                    num_classes))
+    finally:
+        if saved is not None:
+            model.load_state_dict(saved[0])
+            optimizer.load_state_dict(saved[1])
+        if first_epoch is not None and hasattr(loader, "set_epoch"):
+            loader.set_epoch(first_epoch)
+    first = curves[0]
+    readings = median_readings([c["suggestions"] for c in curves])
+    # the majority decides whether the test diverged (one repeat: its own verdict)
+    diverged = 2 * sum(c["diverged"] for c in curves) > len(curves)
+    usable = min(c["usable"] for c in curves)
+    lr_min, lr_max, warnings = bounds_from_readings(readings, usable, start_lr, end_lr, diverged=diverged, rule=rule)
+    for w in warnings:
+        log.warning(w)
+    each = [] if len(curves) == 1 else [
+        {k: c[k] for k in ("lr", "loss", "loss_raw", "reading_lr", "reading_loss", "suggestions")} for c in curves]
+    return RangeTest(first["lr"], first["loss"], lr_min, lr_max, first["suggestion"], warnings, rule, readings,
+                     first["loss_raw"], first["reading_lr"], first["reading_loss"], each)
+
+
+# set_epoch of repeat r's batches: far above any training epoch, so no repeat sees an epoch's own batches.
+REPEAT_EPOCH = 1_000_000
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The seed repeat `repeat` (>= 1) draws its weights from: a function of (seed, repeat) alone."""
+    return int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0])
+
+
+def redraw_weights(model, device, seed: int) -> None:
+    """Re-initialise every layer in place (its reset_parameters, BatchNorm statistics included) from `seed`,
+    leaving the global RNG as it was. [dist] The same seed on every rank gives the same weights."""
+    device = torch.device(device)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for module in model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+
+
+def median_readings(per_repeat: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Each reading's median over repeats (geometric mean of the middle two for an even count); None where no
+    repeat has one."""
+    out = {}
+    for name in per_repeat[0]:
+        values = sorted(r[name] for r in per_repeat if r.get(name) is not None)
+        if not values:
+            out[name] = None
+            continue
+        half = len(values) // 2
+        out[name] = values[half] if len(values) % 2 else math.sqrt(values[half - 1] * values[half])
+    return out
+
+
+def _one_test(model, optimizer, loss_fn, loader, device, start_lr, end_lr, num_iter, speed, num_classes) -> dict:
+    """One pass of FastaiLRFinder: its curve, the raw losses, the reading curve and its readings."""
     engine = create_trainer(model, optimizer, loss_fn, device, speed)
     finder = FastaiLRFinder()
     raw: list = []
@@ -80,13 +165,10 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # up, so a full-length test has diverged too when its reading curve rose to DIVERGE_FACTOR times its minimum.
     diverged = (len(lrs) < num_iter or not all(math.isfinite(v) for v in losses)
                 or curve_diverged(reading_losses))
-    readings = suggestions(reading_lrs, reading_losses, num_classes)
-    lr_min, lr_max, warnings = bounds_from_readings(readings, len(finite_curve(reading_lrs, reading_losses)[0]),
-                                                    start_lr, end_lr, diverged=diverged, rule=rule)
-    for w in warnings:
-        log.warning(w)
-    return RangeTest(lrs, losses, lr_min, lr_max, suggestion, warnings, rule, readings, raw_losses, reading_lrs,
-                     reading_losses)
+    return {"lr": lrs, "loss": losses, "loss_raw": raw_losses, "reading_lr": reading_lrs,
+            "reading_loss": reading_losses, "suggestion": suggestion, "diverged": diverged,
+            "suggestions": suggestions(reading_lrs, reading_losses, num_classes),
+            "usable": len(finite_curve(reading_lrs, reading_losses)[0])}
 
 
 def choose_lr_bounds(lrs, raw_losses, start_lr, end_lr, diverged: bool | None = None, rule: str = DEFAULT_RULE,

@@ -44,7 +44,8 @@ SUGGESTION_MARKERS = {"fall80": ("*", 15), "guess80": ("X", 12), "two_thirds": (
 def lr_finder_figure(finder: dict):
     """The range test (a RangeTest.to_dict(), as lr_finder.json holds it): the raw loss of each iteration, the
     curve the readings are taken on (centred smoothing), FastaiLRFinder's lagged average, LRMIN/LRMAX as
-    lines and every reading as a marker on the reading curve."""
+    lines and every reading as a marker on the reading curve; with --lr-find-repeats, the other repeats'
+    reading curves, and the readings are their medians."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     raw, reading = finder.get("loss_raw") or [], list(zip(finder.get("reading_lr") or [], finder.get("reading_loss") or []))
     if raw:
@@ -52,6 +53,10 @@ def lr_finder_figure(finder: dict):
     ax.plot(finder["lr"], finder["loss"], color="tab:orange", lw=1, label="FastaiLRFinder's average (lags)")
     if reading:
         ax.plot(*zip(*reading), color="0.15", lw=1.8, label="reading curve (centred smoothing)")
+    repeats = finder.get("repeats") or []
+    for i, other in enumerate(repeats[1:]):  # --lr-find-repeats: the re-drawn initialisations' curves
+        ax.plot(other["reading_lr"], other["reading_loss"], color="tab:blue", lw=1, alpha=0.6,
+                label=f"the other {len(repeats) - 1} repeats (readings: their medians)" if i == 0 else None)
     lr_min, lr_max, rule = finder["lr_min"], finder["lr_max"], finder.get("rule")
     ax.axvline(lr_min, color="tab:green", ls="--", label=f"LRMIN {lr_min:.3g}")
     ax.axvline(lr_max, color="tab:red", ls="--", label=f"LRMAX {lr_max:.3g}" + (f" ({rule})" if rule else ""))

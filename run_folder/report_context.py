@@ -130,7 +130,8 @@ def lr_source(config: dict, resumed: bool, rule: str | None) -> str:
 
 
 def suggestion_rows(finder: dict | None) -> list[dict]:
-    """Every reading of the range-test curve, saying which set LRMAX and LRMIN, and how LRMIN was then kept in
+    """Every reading of the range-test curve (with --lr-find-repeats, the median over the repeats, each repeat's
+    reading beside it), saying which set LRMAX and LRMIN, and how LRMIN was then kept in
     range (engine/lr_finder.py: LRMAX/MAX_RATIO <= LRMIN <= LRMAX/MIN_RATIO, or LRMAX/FALLBACK_DIV when the curve
     shows no fall)."""
     if not finder:
@@ -149,7 +150,13 @@ def suggestion_rows(finder: dict | None) -> list[dict]:
             else:
                 side = f"raised to LRMAX/{MAX_RATIO:g}" if lr < chosen_min else f"lowered to LRMAX/{MIN_RATIO:g}"
                 use = f"LRMIN, {side} = {chosen_min:.3g}"
-        rows.append({"rule": READING_LABELS.get(name, name), "lr": "-" if lr is None else f"{lr:.3g}", "use": use})
+        text = "-" if lr is None else f"{lr:.3g}"
+        repeats = finder.get("repeats") or []
+        if repeats:  # --lr-find-repeats: the reading is the median of the repeats'
+            each = ", ".join("-" if r["suggestions"].get(name) is None else f"{r['suggestions'][name]:.3g}"
+                             for r in repeats)
+            text += f" (median of {each})"
+        rows.append({"rule": READING_LABELS.get(name, name), "lr": text, "use": use})
     return rows
 
 

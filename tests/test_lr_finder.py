@@ -140,3 +140,80 @@ def test_summary_keeps_the_range_test_curve_and_its_readings(full_run):
     assert summary["lr_finder"] == {"lr": curve["lr"], "loss_raw": curve["loss_raw"], "loss": curve["loss"]}
     assert len(curve["loss_raw"]) == len(curve["lr"]) >= 3
     assert summary["lr_rule"] == DEFAULT_RULE and summary["lr_suggestions"] == curve["suggestions"]
+
+
+class EpochLoader:
+    """A loader whose batches are a function of (epoch) alone, like data.loaders.SeedableLoader."""
+
+    def __init__(self, x, y, batch_size=32):
+        self.x, self.y, self.batch_size, self.epoch = x, y, batch_size, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.y) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.epoch))
+        for i in range(len(self)):
+            ids = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.x[ids], self.y[ids]
+
+
+def test_repeats_take_the_median_reading_and_leave_everything_as_it_was():
+    from engine.lr_finder import repeat_seed
+
+    model, optimizer, _ = tiny_setup()
+    torch.manual_seed(1)
+    loader = EpochLoader(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
+    loader.set_epoch(7)
+    weights = copy.deepcopy(model.state_dict())
+    single = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12)
+    rng = torch.get_rng_state()
+    result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, repeats=3, seed=4)
+    # nothing the run goes on with has changed: weights, optimizer, the loader's epoch, the global RNG
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, weights[name]), name
+    assert optimizer.state_dict()["state"] == {} and loader.epoch == 7
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert single.repeats == [] and "repeats" not in single.to_dict()
+    first, *others = result.repeats
+    assert len(result.repeats) == 3 and result.to_dict()["repeats"] == result.repeats
+    # the first repeat is the single test (the model as built, the loader's own batches); the others differ
+    np.testing.assert_allclose(first["loss_raw"], single.raw_losses, rtol=1e-5)
+    assert first["suggestions"] == pytest.approx(single.suggestions)
+    assert result.raw_losses == first["loss_raw"]
+    for other in others:
+        assert not np.allclose(other["loss_raw"][:5], first["loss_raw"][:5])
+    assert others[0]["loss_raw"][:5] != others[1]["loss_raw"][:5]
+    # every reading is the median of the repeats'
+    for name, lr in result.suggestions.items():
+        values = sorted(r["suggestions"][name] for r in result.repeats if r["suggestions"][name] is not None)
+        assert lr == (values[len(values) // 2] if values else None), name
+    assert result.lr_max == result.suggestions[result.rule]
+    # the re-drawn weights follow (seed, repeat) alone
+    assert repeat_seed(4, 1) == repeat_seed(4, 1) != repeat_seed(4, 2) != repeat_seed(5, 1)
+
+
+def test_median_readings():
+    from engine.lr_finder import median_readings
+
+    got = median_readings([{"a": 1.0, "b": None, "c": 4.0}, {"a": 9.0, "b": None, "c": 1.0},
+                           {"a": 3.0, "b": None, "c": None}])
+    assert got["a"] == 3.0 and got["b"] is None and got["c"] == pytest.approx(2.0)  # 2 = sqrt(1 * 4)
+
+
+def test_redraw_weights_is_in_place_and_seeded():
+    from engine.lr_finder import redraw_weights
+
+    model, optimizer, _ = tiny_setup()
+    params = [id(p) for p in model.parameters()]
+    redraw_weights(model, CPU, 11)
+    drawn = copy.deepcopy(model.state_dict())
+    redraw_weights(model, CPU, 12)
+    assert not torch.equal(model.fc.weight, drawn["fc.weight"])
+    redraw_weights(model, CPU, 11)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, drawn[name]), name
+    assert [id(p) for p in model.parameters()] == params  # the optimizer still holds these

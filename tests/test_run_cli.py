@@ -110,12 +110,29 @@ def test_lr_find_only_prints_both_bounds_and_exits(tmp_path):
     assert not (tmp_path / "summary.json").exists()
 
 
+def test_lr_find_repeats_reads_the_median_of_its_repeats(tmp_path):
+    proc = run_cli("--dataset", "fake", "--subset", 128, "--batch-size", 32, "--lr-find-only", "--lr-find-iters", 8,
+                   "--lr-find-repeats", 3, "--output-dir", tmp_path, *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads((tmp_path / "lr_finder.json").read_text())
+    repeats = found["repeats"]
+    assert len(repeats) == 3 and "3 repeats: LRMAX" in proc.stdout
+    assert repeats[0]["loss_raw"] == found["loss_raw"] and repeats[1]["loss_raw"] != repeats[2]["loss_raw"]
+    for name, median in found["suggestions"].items():  # each reading: the median of the repeats' (None: none had one)
+        values = sorted(r["suggestions"][name] for r in repeats if r["suggestions"][name] is not None)
+        expected = None if not values else values[len(values) // 2] if len(values) % 2 else \
+            (values[len(values) // 2 - 1] * values[len(values) // 2]) ** 0.5
+        assert median == pytest.approx(expected), name
+    assert is_png(tmp_path / "plots" / "lr_finder.png")
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--batch-size", "0"], "--batch-size"),
     (["--epochs", "0"], "--epochs"),
     (["--peak-epoch", "24"], "--peak-epoch"),
     (["--peak-epoch", "0"], "--peak-epoch"),
     (["--lr-max", "-1"], "--lr-max"),
+    (["--lr-find-repeats", "0"], "--lr-find-repeats"),
     (["--lr-min", "0.01", "--lr-max", "0.001"], "--lr-min"),
     (["--device", "tpu"], "--device"),
     (["--bogus-flag"], "unrecognized arguments"),
