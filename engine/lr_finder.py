@@ -81,8 +81,8 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
             loader.set_epoch(first_epoch)
     first = curves[0]
     readings = median_readings([c["suggestions"] for c in curves])
-    # the majority decides whether the test diverged (one repeat: its own verdict)
-    diverged = 2 * sum(c["diverged"] for c in curves) > len(curves)
+    # diverged unless most repeats did not (one repeat: its own verdict; a tie does not warn "never diverged")
+    diverged = 2 * sum(c["diverged"] for c in curves) >= len(curves)
     usable = min(c["usable"] for c in curves)
     lr_min, lr_max, warnings = bounds_from_readings(readings, usable, start_lr, end_lr, diverged=diverged, rule=rule)
     for w in warnings:
@@ -117,12 +117,12 @@ def redraw_weights(model, device, seed: int) -> None:
 
 
 def median_readings(per_repeat: list[dict[str, float | None]]) -> dict[str, float | None]:
-    """Each reading's median over repeats (geometric mean of the middle two for an even count); None where no
-    repeat has one."""
+    """Each reading's median over repeats (geometric mean of the middle two for an even count); None where half the
+    repeats or more have none (so a minority of curves cannot set a reading the others do not show)."""
     out = {}
     for name in per_repeat[0]:
         values = sorted(r[name] for r in per_repeat if r.get(name) is not None)
-        if not values:
+        if 2 * len(values) <= len(per_repeat):
             out[name] = None
             continue
         half = len(values) // 2

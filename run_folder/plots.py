@@ -56,7 +56,8 @@ def lr_finder_figure(finder: dict):
     repeats = finder.get("repeats") or []
     for i, other in enumerate(repeats[1:]):  # --lr-find-repeats: the re-drawn initialisations' curves
         ax.plot(other["reading_lr"], other["reading_loss"], color="tab:blue", lw=1, alpha=0.6,
-                label=f"the other {len(repeats) - 1} repeats (readings: their medians)" if i == 0 else None)
+                label=("the other repeat" if len(repeats) == 2 else f"the other {len(repeats) - 1} repeats")
+                + " (readings: the medians of all)" if i == 0 else None)
     lr_min, lr_max, rule = finder["lr_min"], finder["lr_max"], finder.get("rule")
     ax.axvline(lr_min, color="tab:green", ls="--", label=f"LRMIN {lr_min:.3g}")
     ax.axvline(lr_max, color="tab:red", ls="--", label=f"LRMAX {lr_max:.3g}" + (f" ({rule})" if rule else ""))
@@ -70,8 +71,13 @@ def lr_finder_figure(finder: dict):
         marker, size = SUGGESTION_MARKERS.get(name, ("x", 8))
         ax.plot([lr], [near[1]], marker, markersize=size, markeredgecolor="black",
                 label=f"{READING_LABELS.get(name, name)} {lr:.3g}", zorder=3)
-    if curve:  # a diverging tail would flatten the interesting part: cap the view above the first loss
-        first, low = curve[0][1], min(loss for _, loss in curve)
+    starts = [curve[0][1]] if curve else []  # every repeat's curve in view, not only the first's
+    lows = [loss for _, loss in curve]
+    for other in repeats[1:]:
+        finite = [v for v in other["reading_loss"] if np.isfinite(v)]
+        starts, lows = starts + finite[:1], lows + finite
+    if curve:  # a diverging tail would flatten the interesting part: cap the view above the highest first loss
+        first, low = max(starts), min(lows)
         ax.set_ylim(low - 0.1 * (first - low + 1e-9), max(first * 1.25, low + 1e-6))
     ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="loss", title="LR range test")
     ax.legend(fontsize=7)

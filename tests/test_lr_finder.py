@@ -190,7 +190,8 @@ def test_repeats_take_the_median_reading_and_leave_everything_as_it_was():
     # every reading is the median of the repeats'
     for name, lr in result.suggestions.items():
         values = sorted(r["suggestions"][name] for r in result.repeats if r["suggestions"][name] is not None)
-        assert lr == (values[len(values) // 2] if values else None), name
+        expected = None if len(values) < 2 else values[1] if len(values) == 3 else math.sqrt(values[0] * values[1])
+        assert lr == pytest.approx(expected), name
     assert result.lr_max == result.suggestions[result.rule]
     # the re-drawn weights follow (seed, repeat) alone
     assert repeat_seed(4, 1) == repeat_seed(4, 1) != repeat_seed(4, 2) != repeat_seed(5, 1)
@@ -199,9 +200,13 @@ def test_repeats_take_the_median_reading_and_leave_everything_as_it_was():
 def test_median_readings():
     from engine.lr_finder import median_readings
 
-    got = median_readings([{"a": 1.0, "b": None, "c": 4.0}, {"a": 9.0, "b": None, "c": 1.0},
-                           {"a": 3.0, "b": None, "c": None}])
-    assert got["a"] == 3.0 and got["b"] is None and got["c"] == pytest.approx(2.0)  # 2 = sqrt(1 * 4)
+    three = median_readings([{"a": 1.0, "b": None, "c": 4.0, "d": 5.0}, {"a": 9.0, "b": None, "c": 1.0, "d": None},
+                             {"a": 3.0, "b": None, "c": None, "d": None}])
+    # c: two of three repeats read it, the geometric mean of the two; d: one of three is no majority
+    assert three == {"a": 3.0, "b": None, "c": pytest.approx(2.0), "d": None}
+    four = median_readings([{"a": v} for v in (1.0, 4.0, 16.0, 64.0)])
+    assert four["a"] == pytest.approx(8.0)  # sqrt(4 * 16)
+    assert median_readings([{"a": 2.0}, {"a": None}]) == {"a": None}  # half is no majority either
 
 
 def test_redraw_weights_is_in_place_and_seeded():
