@@ -7,7 +7,9 @@ the rules of engine/lr_rules.py on the raw curve (trimmed, centred smoothing) an
 suggestion on FastaiLRFinder's lagged exponential average (the reading before this bench existed).
 A design is a start LR, an end LR, a number of iterations and the classifier's initialisation: `own`
 (the model as built, what `run.py` tests), `torch` (nn.Linear's default, the same as `own`'s but re-drawn
-from the seed after the model is built) or `zero` (weights and bias zeroed: the curve starts at ln 10).
+from the seed after the model is built) or `zero` (weights and bias zeroed: the curve starts at ln 10);
+optionally a fifth field, the number of repeats (`run.py --lr-find-repeats`: every reading the median over
+them).
 The `zero` curves in bench/results/ were made when the model's own classifier was zero-initialised
 (commit 50d9b1c), which is what `zero` does now.
 
@@ -30,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.config import Config  # noqa: E402
-from engine.lr_finder import run_range_test  # noqa: E402
+from engine.lr_finder import median_readings, run_range_test  # noqa: E402
 from engine.lr_rules import fall_point, suggestions, two_thirds  # noqa: E402
 
 
@@ -38,11 +40,13 @@ INITS = ("own", "torch", "zero")
 
 
 def parse_design(text: str) -> dict:
-    start, end, iters, init = text.split(":")
+    start, end, iters, init, *repeats = text.split(":")
     if init not in INITS:
         raise argparse.ArgumentTypeError(f"{text}: the initialisation is one of {', '.join(INITS)}")
+    if len(repeats) > 1 or (repeats and not (repeats[0].isdigit() and int(repeats[0]) >= 1)):
+        raise argparse.ArgumentTypeError(f"{text}: START:END:ITERS:INIT[:REPEATS], REPEATS a whole number >= 1")
     return {"name": text.replace(":", "_"), "start": float(start), "end": float(end), "iters": int(iters),
-            "init": init}
+            "init": init, "repeats": int(repeats[0]) if repeats else 1}
 
 
 def parse_args(argv=None):
@@ -81,7 +85,8 @@ def one_curve(args, design: dict, seed: int) -> dict:
         torch.nn.init.zeros_(c.model.fc.weight)
         torch.nn.init.zeros_(c.model.fc.bias)
     found = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device, design["start"],
-                           design["end"], design["iters"], c.speed, num_classes=c.data.num_classes)
+                           design["end"], design["iters"], c.speed, num_classes=c.data.num_classes,
+                           repeats=design.get("repeats", 1), seed=seed)
     return {**found.to_dict(), "design": design, "seed": seed, "width": args.width, "dataset": args.dataset,
             "num_classes": c.data.num_classes,
             "subset": args.subset, "val_split": args.val_split, "torch": torch.__version__,
@@ -98,9 +103,12 @@ def candidates(lrs, losses, num_classes: int) -> dict[str, float | None]:
 
 def readings_of(curve: dict) -> dict[str, float | None]:
     """Every reading of one stored curve: the rules and candidates on the reading curve, and ignite's on its
-    own EMA."""
+    own EMA; for a test with repeats (--lr-find-repeats), each reading's median over them, as run.py takes it."""
     # curves stored before guess80 existed lack num_classes: every dataset of this bench has 10 classes
-    lrs, losses, num_classes = curve["reading_lr"], curve["reading_loss"], curve.get("num_classes", 10)
+    num_classes = curve.get("num_classes", 10)
+    if curve.get("repeats"):
+        return median_readings([readings_of({**r, "num_classes": num_classes}) for r in curve["repeats"]])
+    lrs, losses = curve["reading_lr"], curve["reading_loss"]
     return {**suggestions(lrs, losses, num_classes), **candidates(lrs, losses, num_classes),
             "ignite_ema_steepest": curve["suggestion"]}
 

@@ -88,7 +88,8 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     for w in warnings:
         log.warning(w)
     each = [] if len(curves) == 1 else [
-        {k: c[k] for k in ("lr", "loss", "loss_raw", "reading_lr", "reading_loss", "suggestions")} for c in curves]
+        {k: c[k] for k in ("lr", "loss", "loss_raw", "reading_lr", "reading_loss", "suggestions", "suggestion")}
+        for c in curves]
     return RangeTest(first["lr"], first["loss"], lr_min, lr_max, first["suggestion"], warnings, rule, readings,
                      first["loss_raw"], first["reading_lr"], first["reading_loss"], each)
 

@@ -46,3 +46,24 @@ def test_candidates_measure_the_fall_from_a_uniform_guess():
     # where the fall from ln 10 starts (5% of it: 1e-4 * 10 ** 0.1) to the lowest loss (1e-2), two thirds of the way
     start = 10 ** -3.9
     assert found["guess_two_thirds"] == pytest.approx(start * (1e-2 / start) ** (2 / 3))
+
+
+def test_a_design_with_repeats_reads_the_median_of_its_repeats(tmp_path):
+    out, found = curves(tmp_path, "1e-5:1:6:own:3")
+    curve = found["1e-5_1_6_own_3-seed0"]
+    assert len(curve["repeats"]) == 3
+    # the table's readings are the medians of each repeat's, as run.py --lr-find-repeats takes them
+    row = next(r for r in json.loads((out / "readings.json").read_text()) if r["design"] == "1e-5_1_6_own_3")
+    for name in ("guess80", "fall80", "guess50"):
+        each = [bench_range_test.readings_of({**r, "num_classes": 10})[name] for r in curve["repeats"]]
+        values = sorted(v for v in each if v is not None)
+        assert row[name] == (values[1] if len(values) == 3 else pytest.approx(math.sqrt(values[0] * values[1]))
+                             if len(values) == 2 else None), name
+    assert row["guess80"] == curve["suggestions"]["guess80"]  # the bench and run.py agree
+
+
+@pytest.mark.parametrize("design", ["1e-5:1:6:own:0", "1e-5:1:6:own:two", "1e-5:1:6:own:3:4"])
+def test_a_bad_repeat_count_is_refused(tmp_path, capsys, design):
+    with pytest.raises(SystemExit):
+        bench_range_test.main(["--designs", design, "--out", str(tmp_path)])
+    assert "REPEATS a whole number >= 1" in capsys.readouterr().err
