@@ -56,6 +56,9 @@ def lr_find_only(config: Config) -> None:
         readings = "  ".join(f"{name} {'-' if lr is None else f'{lr:.3g}'}" for name, lr in result.suggestions.items())
         print(f"LRMIN {result.lr_min:.4g}  LRMAX {result.lr_max:.4g} ({result.rule})  "
               f"(plot: {output_dir / 'plots' / 'lr_finder.png'})\nreadings of the curve: {readings}")
+        if result.warmup_steps:
+            print(f"warm-up before the test: {result.warmup_steps} steps at LR {result.warmup_lr:g}, loss "
+                  f"{result.warmup_losses[0]:.3f} -> {result.warmup_losses[-1]:.3f}")
         if result.repeats:
             each = ", ".join("-" if r["suggestions"][result.rule] is None else f"{r['suggestions'][result.rule]:.3g}"
                              for r in result.repeats)

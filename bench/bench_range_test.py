@@ -9,7 +9,8 @@ A design is a start LR, an end LR, a number of iterations and the classifier's i
 (the model as built, what `run.py` tests), `torch` (nn.Linear's default, the same as `own`'s but re-drawn
 from the seed after the model is built) or `zero` (weights and bias zeroed: the curve starts at ln 10);
 optionally a fifth field, the number of repeats (`run.py --lr-find-repeats`: every reading the median over
-them).
+them), and a sixth and seventh, the warm-up's steps and LR before each test (`run.py --lr-find-warmup`,
+`--lr-find-warmup-lr`; without them none: the designs stored before the warm-up existed).
 The `zero` curves in bench/results/ were made when the model's own classifier was zero-initialised
 (commit 50d9b1c), which is what `zero` does now.
 
@@ -33,20 +34,31 @@ sys.path.insert(0, str(REPO))
 
 from engine.config import Config  # noqa: E402
 from engine.lr_finder import median_readings, run_range_test  # noqa: E402
-from engine.lr_rules import fall_point, suggestions, two_thirds  # noqa: E402
+from engine.lr_rules import WARMUP_LR, fall_point, suggestions, two_thirds  # noqa: E402
 
 
 INITS = ("own", "torch", "zero")
 
 
+DESIGN_FORM = "START:END:ITERS:INIT[:REPEATS[:WARMUP[:WARMUP_LR]]]"
+
+
 def parse_design(text: str) -> dict:
-    start, end, iters, init, *repeats = text.split(":")
+    start, end, iters, init, *rest = text.split(":")
     if init not in INITS:
         raise argparse.ArgumentTypeError(f"{text}: the initialisation is one of {', '.join(INITS)}")
-    if len(repeats) > 1 or (repeats and not (repeats[0].isdigit() and int(repeats[0]) >= 1)):
-        raise argparse.ArgumentTypeError(f"{text}: START:END:ITERS:INIT[:REPEATS], REPEATS a whole number >= 1")
+    repeats, warmup, warmup_lr = (rest + [None] * 3)[:3]
+    try:
+        warmup_lr = WARMUP_LR if warmup_lr is None else float(warmup_lr)
+    except ValueError:
+        warmup_lr = -1.0
+    if (len(rest) > 3 or (repeats is not None and not (repeats.isdigit() and int(repeats) >= 1))
+            or (warmup is not None and not warmup.isdigit()) or not warmup_lr > 0):
+        raise argparse.ArgumentTypeError(f"{text}: {DESIGN_FORM}, REPEATS a whole number >= 1, WARMUP one >= 0, "
+                                         f"WARMUP_LR > 0")
     return {"name": text.replace(":", "_"), "start": float(start), "end": float(end), "iters": int(iters),
-            "init": init, "repeats": int(repeats[0]) if repeats else 1}
+            "init": init, "repeats": int(repeats) if repeats else 1, "warmup": int(warmup) if warmup else 0,
+            "warmup_lr": warmup_lr}
 
 
 def parse_args(argv=None):
@@ -59,8 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=Config.batch_size)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--designs", type=parse_design, nargs="+", required=True, metavar="START:END:ITERS:INIT",
-                   help="e.g. 1e-7:10:100:own (the range test run.py runs) 1e-6:10:100:zero")
+    p.add_argument("--designs", type=parse_design, nargs="+", required=True, metavar=DESIGN_FORM,
+                   help="e.g. 1e-7:10:100:own:1:20 (the range test run.py runs) 1e-7:10:100:own (no warm-up) "
+                        "1e-6:10:100:zero")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=Config.workers)
     p.add_argument("--out", required=True)
@@ -86,7 +99,8 @@ def one_curve(args, design: dict, seed: int) -> dict:
         torch.nn.init.zeros_(c.model.fc.bias)
     found = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device, design["start"],
                            design["end"], design["iters"], c.speed, num_classes=c.data.num_classes,
-                           repeats=design.get("repeats", 1), seed=seed)
+                           repeats=design.get("repeats", 1), seed=seed, warmup=design.get("warmup", 0),
+                           warmup_lr=design.get("warmup_lr", WARMUP_LR))
     return {**found.to_dict(), "design": design, "seed": seed, "width": args.width, "dataset": args.dataset,
             "num_classes": c.data.num_classes,
             "subset": args.subset, "val_split": args.val_split, "torch": torch.__version__,

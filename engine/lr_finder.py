@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
-from engine.lr_rules import DEFAULT_RULE, DIVERGE_FACTOR, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO
+from engine.lr_rules import DEFAULT_RULE, DIVERGE_FACTOR, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, WARMUP_LR
 from engine.lr_rules import diverged as curve_diverged
 from engine.lr_rules import finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
@@ -35,12 +35,18 @@ class RangeTest:
     # --lr-find-repeats > 1: every repeat's curve and readings, the first (the model as built) first; the curve fields
     # above are the first repeat's, `suggestions` and the bounds the medians over all
     repeats: list[dict] = field(default_factory=list)
+    # the warm-up before the test (--lr-find-warmup): its steps, its constant LR and the loss of each of its steps
+    # (the first repeat's); 0 steps: none
+    warmup_steps: int = 0
+    warmup_lr: float | None = None
+    warmup_losses: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         out = {"lr": self.lrs, "loss": self.losses, "loss_raw": self.raw_losses, "reading_lr": self.reading_lrs,
                "reading_loss": self.reading_losses, "lr_min": self.lr_min, "lr_max": self.lr_max,
                "rule": self.rule, "suggestions": self.suggestions, "suggestion": self.suggestion,
-               "warnings": self.warnings}
+               "warnings": self.warnings,
+               "warmup": {"steps": self.warmup_steps, "lr": self.warmup_lr, "loss_raw": self.warmup_losses}}
         if self.repeats:
             out["repeats"] = self.repeats
         return out
@@ -48,7 +54,8 @@ class RangeTest:
 
 def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
                    num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = DEFAULT_RULE,
-                   num_classes: int | None = None, repeats: int = 1, seed: int = 0) -> RangeTest:
+                   num_classes: int | None = None, repeats: int = 1, seed: int = 0,
+                   warmup: int = 0, warmup_lr: float = WARMUP_LR) -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
     The finder restores the model and optimizer states when it exits. Besides its smoothed curve, the raw
@@ -59,20 +66,32 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     each other on weights re-drawn in place from (seed, repeat) and on batches of its own (the loader's
     set_epoch, where it has one); every reading is then the median of the repeats' readings, which one curve
     shifted by its initialisation or its batches cannot move far. The model and optimizer end as they began.
+
+    warmup > 0: before each test, `warmup` steps at the constant LR warmup_lr on batches of their own (warm_up), so
+    the curve starts from a network that has shed its initialisation's confidently wrong logits; where an untrained
+    curve starts (its first loss) otherwise shifts its readings (BENCHMARKS.md).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, not {repeats}")
+    if warmup < 0 or not warmup_lr > 0:
+        raise ValueError(f"warmup must be >= 0 steps at an LR > 0, not {warmup} at {warmup_lr}")
     curves = []
-    saved = None if repeats == 1 else (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    saved = None if repeats == 1 and not warmup else (copy.deepcopy(model.state_dict()),
+                                                       copy.deepcopy(optimizer.state_dict()))
     first_epoch = getattr(loader, "epoch", None)
     try:
         for repeat in range(repeats):
             if repeat:
                 redraw_weights(model, device, repeat_seed(seed, repeat))
-                if hasattr(loader, "set_epoch"):
+            warm = warm_up(model, optimizer, loss_fn, loader, device, warmup, warmup_lr, speed,
+                           WARMUP_EPOCH + repeat) if warmup else []
+            if hasattr(loader, "set_epoch"):
+                if repeat:
                     loader.set_epoch(REPEAT_EPOCH + repeat)  # batches no training epoch draws
-            curves.append(_one_test(model, optimizer, loss_fn, loader, device, start_lr, end_lr, num_iter, speed,
-                                    num_classes))
+                elif warmup and first_epoch is not None:
+                    loader.set_epoch(first_epoch)  # the first test on the batches it draws without a warm-up
+            curves.append({**_one_test(model, optimizer, loss_fn, loader, device, start_lr, end_lr, num_iter, speed,
+                                       num_classes), "warmup_loss": warm})
     finally:
         if saved is not None:
             model.load_state_dict(saved[0])
@@ -88,14 +107,39 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     for w in warnings:
         log.warning(w)
     each = [] if len(curves) == 1 else [
-        {k: c[k] for k in ("lr", "loss", "loss_raw", "reading_lr", "reading_loss", "suggestions", "suggestion")}
+        {k: c[k] for k in ("lr", "loss", "loss_raw", "reading_lr", "reading_loss", "suggestions", "suggestion",
+                           "warmup_loss")}
         for c in curves]
     return RangeTest(first["lr"], first["loss"], lr_min, lr_max, first["suggestion"], warnings, rule, readings,
-                     first["loss_raw"], first["reading_lr"], first["reading_loss"], each)
+                     first["loss_raw"], first["reading_lr"], first["reading_loss"], each,
+                     warmup, warmup_lr if warmup else None, first["warmup_loss"])
 
 
 # set_epoch of repeat r's batches: far above any training epoch, so no repeat sees an epoch's own batches.
 REPEAT_EPOCH = 1_000_000
+# set_epoch of repeat r's warm-up batches: apart from every test's and every training epoch's.
+WARMUP_EPOCH = 2_000_000
+
+
+def warm_up(model, optimizer, loss_fn, loader, device, steps: int, lr: float, speed: StepSpeed = StepSpeed(),
+            epoch: int = WARMUP_EPOCH) -> list[float]:
+    """`steps` training steps at the constant LR `lr` on the loader's batches of epoch `epoch` (where it has
+    set_epoch), on a throwaway Engine; returns each step's loss. The weights keep what they learned; the optimizer's
+    state (its moments, its LRs) is put back as it was, so the range test after it starts with a fresh Adam."""
+    before = copy.deepcopy(optimizer.state_dict())
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    engine = create_trainer(model, optimizer, loss_fn, device, speed)
+    losses: list = []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].detach()))
+    try:
+        engine.run(loader, max_epochs=1, epoch_length=steps)  # a loader shorter than steps starts over
+    finally:
+        optimizer.load_state_dict(before)
+    # [dist] the mean over processes, as the test's own losses
+    return [float(v) for v in idist.all_reduce(torch.stack(losses).float()) / idist.get_world_size()]
 
 
 def repeat_seed(seed: int, repeat: int) -> int:

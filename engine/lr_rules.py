@@ -47,6 +47,11 @@ FALLBACK_DIV = 25.0
 TRIM_START = 0.1
 SMOOTH_DECADES = 0.1
 
+# The range test's optional warm-up (--lr-find-warmup N, off by default): N steps at this constant LR before the test.
+# 20 steps at 1e-4 steadied the width-16 reading (1.45x over six seeds) but trained the full-width network to a
+# loss of 1.8 and put its reading ten times lower, below the band it trains in (BENCHMARKS.md).
+WARMUP_LR = 1e-4
+
 # diverged: the reading curve rose to this many times its lowest loss after it (ignite FastaiLRFinder's diverge_th
 # default). FastaiLRFinder applies it to its lagged average, which at LR 10 can still be below 5x when the raw losses
 # are 15-120x their minimum (CIFAR-10, weight decay 1e-4: BENCHMARKS.md), so its early stop alone is no sign.

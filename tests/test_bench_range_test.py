@@ -62,8 +62,18 @@ def test_a_design_with_repeats_reads_the_median_of_its_repeats(tmp_path):
     assert row["guess80"] == curve["suggestions"]["guess80"]  # the bench and run.py agree
 
 
-@pytest.mark.parametrize("design", ["1e-5:1:6:own:0", "1e-5:1:6:own:two", "1e-5:1:6:own:3:4"])
-def test_a_bad_repeat_count_is_refused(tmp_path, capsys, design):
+@pytest.mark.parametrize("design", ["1e-5:1:6:own:0", "1e-5:1:6:own:two", "1e-5:1:6:own:3:4:1e-4:5",
+                                    "1e-5:1:6:own:1:-2", "1e-5:1:6:own:1:2:0", "1e-5:1:6:own:1:2:fast"])
+def test_a_bad_repeat_count_or_warmup_is_refused(tmp_path, capsys, design):
     with pytest.raises(SystemExit):
         bench_range_test.main(["--designs", design, "--out", str(tmp_path)])
-    assert "REPEATS a whole number >= 1" in capsys.readouterr().err
+    assert "REPEATS a whole number >= 1, WARMUP one >= 0, WARMUP_LR > 0" in capsys.readouterr().err
+
+
+def test_a_design_with_a_warmup_runs_it_before_the_test(tmp_path):
+    design = bench_range_test.parse_design("1e-5:1:6:own:1:3:2e-3")
+    assert (design["repeats"], design["warmup"], design["warmup_lr"]) == (1, 3, 2e-3)
+    assert bench_range_test.parse_design("1e-5:1:6:own")["warmup"] == 0  # the designs stored before it
+    out, found = curves(tmp_path, "1e-5:1:6:own:1:3")
+    curve = found["1e-5_1_6_own_1_3-seed0"]
+    assert curve["warmup"]["steps"] == 3 and len(curve["warmup"]["loss_raw"]) == 3

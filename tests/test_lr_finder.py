@@ -222,3 +222,55 @@ def test_redraw_weights_is_in_place_and_seeded():
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, drawn[name]), name
     assert [id(p) for p in model.parameters()] == params  # the optimizer still holds these
+
+
+def test_warmup_trains_first_on_batches_of_its_own_and_leaves_everything_as_it_was():
+    from engine.lr_finder import WARMUP_EPOCH, warm_up
+
+    model, optimizer, _ = tiny_setup()
+    torch.manual_seed(1)
+    loader = EpochLoader(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
+    loader.set_epoch(7)
+    weights = copy.deepcopy(model.state_dict())
+    result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, warmup=5,
+                            warmup_lr=1e-3)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, weights[name]), name
+    assert optimizer.state_dict()["state"] == {} and optimizer.param_groups[0]["lr"] == 3e-4 and loader.epoch == 7
+    assert result.warmup_steps == 5 and result.warmup_lr == 1e-3 and len(result.warmup_losses) == 5
+    assert result.to_dict()["warmup"] == {"steps": 5, "lr": 1e-3, "loss_raw": result.warmup_losses}
+    # the same by hand: 5 steps at 1e-3 on the warm-up's own batches with the optimizer put back after them, then
+    # the test on the loader's own epoch from a fresh Adam
+    by_hand = warm_up(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 5, 1e-3, epoch=WARMUP_EPOCH)
+    assert loader.epoch == WARMUP_EPOCH and optimizer.state_dict()["state"] == {}
+    assert optimizer.param_groups[0]["lr"] == 3e-4
+    assert not torch.equal(model.fc.weight, weights["fc.weight"])  # the weights keep what the warm-up taught
+    np.testing.assert_allclose(by_hand, result.warmup_losses, rtol=1e-5)
+    loader.set_epoch(7)
+    after = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12)
+    np.testing.assert_allclose(after.raw_losses, result.raw_losses, rtol=1e-4)
+    assert after.to_dict()["warmup"] == {"steps": 0, "lr": None, "loss_raw": []}
+    # a warm-up on the loader's own batches would have been another curve
+    model.load_state_dict(weights)
+    warm_up(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 5, 1e-3, epoch=7)
+    loader.set_epoch(7)
+    other = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12)
+    assert not np.allclose(other.raw_losses[:3], result.raw_losses[:3])
+
+
+def test_warmup_with_repeats_warms_every_repeat():
+    model, optimizer, _ = tiny_setup()
+    torch.manual_seed(1)
+    loader = EpochLoader(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
+    result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, repeats=2, seed=3,
+                            warmup=3, warmup_lr=1e-3)
+    assert [len(r["warmup_loss"]) for r in result.repeats] == [3, 3]
+    assert result.repeats[0]["warmup_loss"] == result.warmup_losses != result.repeats[1]["warmup_loss"]
+
+
+@pytest.mark.parametrize("warmup, lr", [(-1, 1e-4), (2, 0.0)])
+def test_a_bad_warmup_is_refused(warmup, lr):
+    model, optimizer, loader = tiny_setup()
+    with pytest.raises(ValueError, match="warmup must be >= 0 steps at an LR > 0"):
+        run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, warmup=warmup,
+                       warmup_lr=lr)

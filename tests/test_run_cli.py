@@ -126,6 +126,15 @@ def test_lr_find_repeats_reads_the_median_of_its_repeats(tmp_path):
     assert is_png(tmp_path / "plots" / "lr_finder.png")
 
 
+def test_lr_find_warmup_runs_before_the_test_and_is_kept(tmp_path):
+    proc = run_cli("--dataset", "fake", "--subset", 128, "--batch-size", 32, "--lr-find-only", "--lr-find-iters", 8,
+                   "--lr-find-warmup", 3, "--lr-find-warmup-lr", 1e-3, "--output-dir", tmp_path, *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    warmup = json.loads((tmp_path / "lr_finder.json").read_text())["warmup"]
+    assert warmup["steps"] == 3 and warmup["lr"] == 1e-3 and len(warmup["loss_raw"]) == 3
+    assert "warm-up before the test: 3 steps at LR 0.001" in proc.stdout
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--batch-size", "0"], "--batch-size"),
     (["--epochs", "0"], "--epochs"),
@@ -133,6 +142,8 @@ def test_lr_find_repeats_reads_the_median_of_its_repeats(tmp_path):
     (["--peak-epoch", "0"], "--peak-epoch"),
     (["--lr-max", "-1"], "--lr-max"),
     (["--lr-find-repeats", "0"], "--lr-find-repeats"),
+    (["--lr-find-warmup", "-1"], "--lr-find-warmup"),
+    (["--lr-find-warmup", "5", "--lr-find-warmup-lr", "0"], "--lr-find-warmup-lr"),
     (["--lr-min", "0.01", "--lr-max", "0.001"], "--lr-min"),
     (["--device", "tpu"], "--device"),
     (["--bogus-flag"], "unrecognized arguments"),

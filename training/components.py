@@ -152,8 +152,8 @@ def find_lr(c: Components, output_dir: Path) -> RangeTest:
     cfg = c.config
     result = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device,
                             cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters, c.speed, rule=cfg.lr_rule,
-                            repeats=cfg.lr_find_repeats, seed=cfg.seed,
-                            num_classes=c.data.num_classes)
+                            repeats=cfg.lr_find_repeats, seed=cfg.seed, num_classes=c.data.num_classes,
+                            warmup=cfg.lr_find_warmup, warmup_lr=cfg.lr_find_warmup_lr)
     if is_main_process():
         save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.to_dict())
         write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
