@@ -12,7 +12,9 @@ curve to higher LRs, by up to a decade and a half at 12.5 points per decade.
               decreasing subsequence), and the point half way along it (fastai's 1/3 + 1/6).
 - minimum:    the LR of the lowest loss, divided by 10 (fastai's `minimum`, Leslie Smith's habit).
 - fall80:     the first LR at which the loss has made 80% of its fall (first value to minimum).
-- guess80:    the same, but the fall is measured from the loss of a uniform guess, ln C (C classes), when the
+- guess80x2:  twice guess80 (GUESS_FACTOR), capped at the lowest loss's LR: the default. The 80% point of a 100-step
+              test lies below the LRMAX a 24-epoch One Cycle trains best with, at full width by 2x or more.
+- guess80:    the same as fall80, but the fall is measured from the loss of a uniform guess, ln C (C classes), when the
               curve starts above it: an untrained network that is confidently wrong first falls to ln C by
               shrinking its logits (recovery from its initialisation, not learning), and that part of the
               fall would pull fall80's level, and LRMAX, down (at --width 64, seed 0: a start at 4.5).
@@ -30,14 +32,18 @@ import math
 import numpy as np
 
 # LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
-LRMAX_RULES = ("guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
+LRMAX_RULES = ("guess80x2", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
 # guess80: fall80 (chosen on validation runs and its steadiness over seeds) made blind to the height of the
-# curve's start, which at full width put fall80 ten times too low (BENCHMARKS.md)
-DEFAULT_RULE = "guess80"
+# curve's start, which at full width put fall80 ten times too low. guess80x2: twice that, the default since
+# 2026-12-06: on validation splits LRMAX 2.5e-3 and 7.5e-3 trained 2 points above 8e-4 at full width, where guess80
+# read 5.8e-4 to 1.5e-3, and 2.5e-2 trained as well as 6.3e-3 at width 16 (BENCHMARKS.md)
+DEFAULT_RULE = "guess80x2"
 # fall_start: the share of the total fall (first value to minimum) that marks the start of learning.
 FALL_SHARE = 0.05
 # fall80: the share of the total fall at which LRMAX is read.
 FALL80_SHARE = 0.8
+# guess80x2: LRMAX = this many times guess80 (capped at the lowest loss's LR).
+GUESS_FACTOR = 2.0
 # Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
 # annihilation below LRMIN), and has no near-zero start. 25 is torch OneCycleLR's div_factor.
 MIN_RATIO, MAX_RATIO = 25.0, 100.0
@@ -58,12 +64,14 @@ WARMUP_LR = 1e-4
 DIVERGE_FACTOR = 5.0
 
 # How the plot and the report name each reading.
-READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from ln C", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
+READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from ln C",
+                  "guess80x2": "2x the 80% point from ln C", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
                   "valley": "valley (fastai)", "minimum": "minimum / 10", "mid": "steepest-minimum middle",
                   "fall_start": "the loss starts to fall"}
 
 LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
-                "LRMAX: guess80 (where the loss has made 80%% of its fall to its minimum, the fall measured from "
+                "LRMAX: guess80x2 (twice guess80, but not above the lowest loss's LR), guess80 (where the loss has "
+                "made 80%% of its fall to its minimum, the fall measured from "
                 "a uniform guess's loss ln C, or from the first value if that is lower), fall80 (the same, measured "
                 "from the first value; it trained better at --width 16 with the weight decay 1e-2 of that time, BENCHMARKS.md), steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), "
                 "valley (fastai's), minimum (the minimum's LR / 10), two_thirds (two thirds of the way, in log LR, "
@@ -205,6 +213,13 @@ def guess80(lrs, losses, num_classes: int | None = None) -> float | None:
     return fall_point(lrs, losses, FALL80_SHARE, None if num_classes is None else math.log(num_classes))
 
 
+def guess80x2(lrs, losses, num_classes: int | None = None) -> float | None:
+    """GUESS_FACTOR (2) times guess80, but never above the LR of the lowest loss: the 100-step test's 80% point lies
+    below the LRMAX a 24-epoch One Cycle trains best with (BENCHMARKS.md)."""
+    lr, low = guess80(lrs, losses, num_classes), lowest(lrs, losses)
+    return None if lr is None else min(GUESS_FACTOR * lr, low if low is not None else math.inf)
+
+
 def two_thirds(lrs, losses, top: float | None = None) -> float | None:
     """Two thirds of the way, in log LR, from where the loss starts to fall (fall_start, with `top`) to where it
     is lowest."""
@@ -222,6 +237,7 @@ def mid(lrs, losses) -> float | None:
 
 def suggestions(lrs, losses, num_classes: int | None = None) -> dict[str, float | None]:
     """Every rule's reading of a (smoothed) curve, by name (guess80 needs num_classes; without it, fall80's)."""
-    return {"fall80": fall80(lrs, losses), "guess80": guess80(lrs, losses, num_classes), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
+    return {"fall80": fall80(lrs, losses), "guess80": guess80(lrs, losses, num_classes),
+            "guess80x2": guess80x2(lrs, losses, num_classes), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
             "minimum": minimum(lrs, losses), "two_thirds": two_thirds(lrs, losses), "mid": mid(lrs, losses),
             "fall_start": fall_start(lrs, losses)}

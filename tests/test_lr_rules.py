@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.lr_finder import choose_lr_bounds
-from engine.lr_rules import (LRMAX_RULES, centred_smooth, diverged, fall80, fall_start, guess80, mid, minimum, reading_curve,
+from engine.lr_rules import (LRMAX_RULES, centred_smooth, diverged, fall80, fall_start, guess80, guess80x2, mid, minimum, reading_curve,
                              steepest, suggestions, two_thirds, valley)
 
 LRS = list(np.geomspace(1e-6, 1.0, 100))
@@ -57,6 +57,19 @@ def test_guess80_measures_the_fall_from_a_uniform_guess():
     assert guess80(lrs, losses) == fall80(lrs, losses)
     low = [v - 1 for v in recovery_then_learning(math.log(10))[1]]
     assert guess80(lrs, low, num_classes=10) == fall80(lrs, low)
+
+
+def test_guess80x2_is_twice_guess80_below_the_lowest_loss():
+    lrs, losses = recovery_then_learning(4.5)
+    assert guess80x2(lrs, losses, num_classes=10) == pytest.approx(2 * lrs[62])
+    assert suggestions(lrs, losses, num_classes=10)["guess80x2"] == pytest.approx(2 * lrs[62])
+    # a fall over 5 points (1.15x apart), then a rise: the 80% point is one point below the lowest loss, and
+    # LRMAX stops there rather than at twice the 80% point
+    ln10 = math.log(10)
+    short = [ln10] * 40 + [ln10 - k / 5 for k in range(1, 6)] + [ln10 - 1 + k / 10 for k in range(1, 56)]
+    assert guess80(lrs, short, num_classes=10) == lrs[43] and short.index(min(short)) == 44
+    assert guess80x2(lrs, short, num_classes=10) == lrs[44]
+    assert guess80x2(lrs, [2.0] * len(lrs), num_classes=10) is None  # no fall, no reading
 
 
 def test_guess80_does_not_move_with_the_height_of_the_start_where_fall80_does():
