@@ -161,13 +161,19 @@ class EpochLoader:
             yield self.x[ids], self.y[ids]
 
 
-def test_repeats_take_the_median_reading_and_leave_everything_as_it_was():
-    from engine.lr_finder import repeat_seed
-
+def epoch_setup():
+    """tiny_setup's model and optimizer with an EpochLoader at epoch 7."""
     model, optimizer, _ = tiny_setup()
     torch.manual_seed(1)
     loader = EpochLoader(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
     loader.set_epoch(7)
+    return model, optimizer, loader
+
+
+def test_repeats_take_the_median_reading_and_leave_everything_as_it_was():
+    from engine.lr_finder import repeat_seed
+
+    model, optimizer, loader = epoch_setup()
     weights = copy.deepcopy(model.state_dict())
     single = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12)
     rng = torch.get_rng_state()
@@ -227,10 +233,7 @@ def test_redraw_weights_is_in_place_and_seeded():
 def test_warmup_trains_first_on_batches_of_its_own_and_leaves_everything_as_it_was():
     from engine.lr_finder import WARMUP_EPOCH, warm_up
 
-    model, optimizer, _ = tiny_setup()
-    torch.manual_seed(1)
-    loader = EpochLoader(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
-    loader.set_epoch(7)
+    model, optimizer, loader = epoch_setup()
     weights = copy.deepcopy(model.state_dict())
     result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, warmup=5,
                             warmup_lr=1e-3)
@@ -259,9 +262,7 @@ def test_warmup_trains_first_on_batches_of_its_own_and_leaves_everything_as_it_w
 
 
 def test_warmup_with_repeats_warms_every_repeat():
-    model, optimizer, _ = tiny_setup()
-    torch.manual_seed(1)
-    loader = EpochLoader(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,)))
+    model, optimizer, loader = epoch_setup()
     result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, repeats=2, seed=3,
                             warmup=3, warmup_lr=1e-3)
     assert [len(r["warmup_loss"]) for r in result.repeats] == [3, 3]
