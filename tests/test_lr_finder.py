@@ -95,12 +95,15 @@ def level_crossing(share, centre=-4.0, steepness=3.0, floor=-1.5):
 def test_bounds_from_a_u_shaped_curve():
     """fall80 and fall_start land where the analytic curve has made 80% and 5% of its fall."""
     lrs, losses = u_curve()
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0, rule="guess80")
     assert not warnings
     grid_step = 10 ** (8 / 99)
     assert 1 / grid_step <= lr_max / 10 ** level_crossing(0.8) <= grid_step
     readings = suggestions(*reading_curve(lrs, losses))
-    assert lr_max == readings[DEFAULT_RULE] == readings["fall80"] and readings["steepest"] < lr_max < readings["minimum"] * 10
+    assert lr_max == readings["guess80"] == readings["fall80"] and readings["steepest"] < lr_max < readings["minimum"] * 10
+    # the default reads twice that, still below the lowest loss's LR
+    assert choose_lr_bounds(lrs, losses, 1e-7, 10.0)[1] == readings[DEFAULT_RULE] == pytest.approx(2 * lr_max)
+    assert 2 * lr_max < readings["minimum"] * 10
     # The fall starts between LRMAX/MAX_RATIO and LRMAX/MIN_RATIO here, so LRMIN is where it starts.
     assert 1 / grid_step <= readings["fall_start"] / 10 ** level_crossing(0.05) <= grid_step
     assert lr_max / MAX_RATIO < readings["fall_start"] < lr_max / MIN_RATIO
@@ -113,8 +116,8 @@ def test_lrmin_is_clipped_to_the_ratio_bounds(steepness, ratio):
     then LRMAX / MIN_RATIO or LRMAX / MAX_RATIO, so the cycle always has a real warm-up and a bounded one."""
     lrs, losses = u_curve(centre=-3.5, steepness=steepness)
     readings = suggestions(*reading_curve(lrs, losses))
-    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0)
-    assert not warnings and lr_max == readings[DEFAULT_RULE] == readings["fall80"]
+    lr_min, lr_max, warnings = choose_lr_bounds(lrs, losses, 1e-7, 10.0, rule="guess80")
+    assert not warnings and lr_max == readings["guess80"] == readings["fall80"]
     far = readings["fall_start"] < lr_max / MAX_RATIO
     assert far == (ratio == MAX_RATIO) and (readings["fall_start"] > lr_max / MIN_RATIO) == (ratio == MIN_RATIO)
     assert lr_min == pytest.approx(lr_max / ratio)
