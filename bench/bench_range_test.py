@@ -72,8 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=Config.batch_size)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--designs", type=parse_design, nargs="+", required=True, metavar=DESIGN_FORM,
-                   help="e.g. 1e-7:10:100:own:1:20 (the range test run.py runs) 1e-7:10:100:own (no warm-up) "
-                        "1e-6:10:100:zero")
+                   help="e.g. 1e-7:10:100:own (the range test run.py runs) 1e-7:10:100:own:1:20 (after a "
+                        "20-step warm-up) 1e-6:10:100:zero")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=Config.workers)
     p.add_argument("--out", required=True)

@@ -216,8 +216,9 @@ def guess80(lrs, losses, num_classes: int | None = None) -> float | None:
 def guess80x2(lrs, losses, num_classes: int | None = None) -> float | None:
     """GUESS_FACTOR (2) times guess80, but never above the LR of the lowest loss: the 100-step test's 80% point lies
     below the LRMAX a 24-epoch One Cycle trains best with (BENCHMARKS.md)."""
-    lr, low = guess80(lrs, losses, num_classes), lowest(lrs, losses)
-    return None if lr is None else min(GUESS_FACTOR * lr, low if low is not None else math.inf)
+    lr = guess80(lrs, losses, num_classes)
+    # a guess80 reading means the loss fell below its first value, so the curve has a lowest loss
+    return None if lr is None else min(GUESS_FACTOR * lr, lowest(lrs, losses))
 
 
 def two_thirds(lrs, losses, top: float | None = None) -> float | None:
