@@ -72,6 +72,15 @@ class Config:
     batch_size: int = setting(512, "images per step (the global batch when several processes train)", group=RECIPE,
                               metavar="N")
     weight_decay: float = setting(1e-4, "Adam weight decay (L2)", group=RECIPE, metavar="F")
+    label_smoothing: float = setting(0.0, "label smoothing of the training loss (CrossEntropyLoss's own "
+                                     "label_smoothing; the range test uses it too); reported losses stay plain cross "
+                                     "entropy; 0: none", group=RECIPE, metavar="F")
+    ema: float = setting(0.01, "keep an exponential moving average of the weights (ignite's EMAHandler, BatchNorm "
+                         "statistics averaged too), updated every iteration with this momentum (0.01: about the "
+                         "last 100 steps); the average is what is evaluated, chosen, saved and exported, and the "
+                         "trained weights' own test (and val) accuracy is kept beside it (raw_* columns); 0.01 was chosen on a "
+                         "validation split (BENCHMARKS.md); 0: none",
+                         group=RECIPE, metavar="M")
     peak_epoch: float | None = setting(None, "epoch at whose end the LR peaks (fractional allowed); default: 5/24 of "
                                        "--epochs", group=RECIPE, metavar="F")
     lr_min: float | None = setting(None, LR_MIN_HELP, group=RECIPE, metavar="LR")
@@ -176,6 +185,12 @@ def _check_sizes(c: Config) -> None:
         _bad("--epochs", f"{c.epochs} must be at least 1")
     if c.subset is not None and c.subset < 5:
         _bad("--subset", f"{c.subset} must be at least 5 (it keeps N train and N//5 test images)")
+    if not 0 <= c.ema < 1:
+        _bad("--ema", f"{c.ema} is the share of the new weights in each update: give a value in [0, 1), e.g. 0.01 "
+                      f"(0: no average)")
+    if not 0 <= c.label_smoothing < 1:
+        _bad("--label-smoothing", f"{c.label_smoothing} is a share of the target spread over all classes: give a "
+                                  f"value in [0, 1), e.g. 0.1")
     if not 0 <= c.val_split < 1:
         _bad("--val-split", f"{c.val_split} is a share of the training images: give a value in [0, 1), e.g. 0.1")
     if c.workers < 0:

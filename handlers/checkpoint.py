@@ -66,6 +66,8 @@ def training_objects(run, best: Checkpoint | None) -> dict[str, Any]:
     objects = {"model": run.model, "optimizer": run.optimizer, "scheduler": run.scheduler,
                "trainer": run.trainer, "history": run.history, "lr_recorder": run.lr_recorder,
                "rng": RNGStates(), "run_state": RunState(run)}
+    if run.ema is not None:  # --ema: the average goes on from where it was
+        objects["ema_model"] = run.ema.ema_model
     if best is not None:
         objects["best_checkpointer"] = best
     return objects
@@ -101,7 +103,8 @@ def attach_checkpoints(run, keep: int, every_iterations: int, write: bool = True
     chooser = run.selection_evaluator
     # Two objects, one file {"model", "meta"}; the pattern keeps the name best_model_<epoch>_<metric>=<value>.pt
     # (ignite would call a file of several objects best_checkpoint_...).
-    best = Checkpoint({"model": run.model, "meta": BestModelMeta(run)}, saver, filename_prefix="best",
+    # With --ema the scored (and so the kept) weights are the average.
+    best = Checkpoint({"model": run.eval_module, "meta": BestModelMeta(run)}, saver, filename_prefix="best",
                       filename_pattern="{filename_prefix}_model_{global_step}_{score_name}={score}.{ext}",
                       score_function=lambda _: float(chooser.state.metrics["accuracy"]),
                       score_name="val_accuracy" if run.val_evaluator is not None else "test_accuracy", n_saved=1,

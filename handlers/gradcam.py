@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.distributed import unwrap
 from handlers.misclassified import FOLDER, captioned_figure
 from run_folder.plots import render_figure, save_png
 
@@ -96,7 +95,7 @@ class GradCamGrid:
         images = data.test_x[indices]
         try:
             # Both targets in one pass: the images twice, first for the predicted classes, then the true ones.
-            maps = gradcam_maps(unwrap(self.run.model), np.concatenate([images, images]), data.mean, data.std,
+            maps = gradcam_maps(self.run.eval_module, np.concatenate([images, images]), data.mean, data.std,
                                 np.concatenate([predicted, true]))
         except Exception as e:  # noqa: BLE001 - an explanation must never stop a training run
             log.warning("Grad-CAM of epoch %d skipped: %s: %s", epoch, type(e).__name__, e)

@@ -12,7 +12,8 @@ class MetricHistory:
 
     Attach after the train metrics and the per-epoch evaluation, so both are ready when it records.
     `lr` is the LR of the epoch's last iteration; `seconds` covers training and the evaluation passes.
-    With a validation evaluator, rows also hold `val_loss` and `val_accuracy`.
+    With a validation evaluator, rows also hold `val_loss` and `val_accuracy`; with --ema (the evaluators score the
+    weight average), `raw_test_loss`, `raw_test_accuracy` (and `raw_val_accuracy`): the trained weights' own.
     """
 
     def __init__(self, optimizer):
@@ -20,15 +21,18 @@ class MetricHistory:
         self.rows: list[dict] = []
         self._started = 0.0
 
-    def attach(self, trainer: Engine, evaluator: Engine, val_evaluator: Engine | None = None) -> "MetricHistory":
+    def attach(self, trainer: Engine, evaluator: Engine, val_evaluator: Engine | None = None,
+               raw: dict[str, Engine] | None = None) -> "MetricHistory":
+        """raw (--ema): {"test": engine[, "val": engine]} scoring the trained weights beside the average."""
         trainer.add_event_handler(Events.EPOCH_STARTED, self._start)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluator, val_evaluator)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluator, val_evaluator, raw or {})
         return self
 
     def _start(self, engine: Engine) -> None:
         self._started = time.perf_counter()
 
-    def _record(self, trainer: Engine, evaluator: Engine, val_evaluator: Engine | None) -> None:
+    def _record(self, trainer: Engine, evaluator: Engine, val_evaluator: Engine | None,
+                raw: dict[str, Engine]) -> None:
         train, test = trainer.state.metrics, evaluator.state.metrics
         row = {
             "epoch": trainer.state.epoch,
@@ -43,6 +47,11 @@ class MetricHistory:
         if val_evaluator is not None:
             row.update(val_loss=float(val_evaluator.state.metrics["loss"]),
                        val_accuracy=float(val_evaluator.state.metrics["accuracy"]))
+        if "test" in raw:
+            row.update(raw_test_loss=float(raw["test"].state.metrics["loss"]),
+                       raw_test_accuracy=float(raw["test"].state.metrics["accuracy"]))
+        if "val" in raw:
+            row["raw_val_accuracy"] = float(raw["val"].state.metrics["accuracy"])
         row["seconds"] = time.perf_counter() - self._started
         self.rows.append(row)
 

@@ -74,6 +74,10 @@ class TensorBoardWriter:
                     self.writer.add_scalar(f"{split}/{metric}", row[f"{split}_{metric}"], row["epoch"])
         if "test_accuracy_tta" in row:  # --tta
             self.writer.add_scalar("test/accuracy_tta", row["test_accuracy_tta"], row["epoch"])
+        for key in ("raw_test_loss", "raw_test_accuracy", "raw_val_accuracy"):  # --ema: the trained weights' own
+            if key in row:
+                split, metric = key.split("_")[1:]
+                self.writer.add_scalar(f"{split}/{metric}_raw", row[key], row["epoch"])
         self.writer.flush()
 
     def _completed(self, trainer: Engine) -> None:

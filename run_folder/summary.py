@@ -17,12 +17,14 @@ from run_folder.files import write_atomic
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")
 VAL_FIELDS = ("val_loss", "val_accuracy")  # in the rows of a run with a validation split
 TTA_FIELD = "test_accuracy_tta"  # in the rows of a run with --tta
+RAW_FIELDS = ("raw_test_loss", "raw_test_accuracy", "raw_val_accuracy")  # --ema: the trained weights' own scores
 
 
 def history_fields(rows: list[dict]) -> tuple[str, ...]:
-    """The columns of `rows`: HISTORY_FIELDS, with the validation and TTA ones before `seconds` when present."""
+    """The columns of `rows`: HISTORY_FIELDS, with the validation, TTA and raw ones before `seconds` when present."""
     extra = (VAL_FIELDS if rows and "val_accuracy" in rows[0] else ()) + \
-        ((TTA_FIELD,) if any(TTA_FIELD in r for r in rows) else ())  # (a resume may have added --tta)
+        ((TTA_FIELD,) if any(TTA_FIELD in r for r in rows) else ()) + \
+        tuple(f for f in RAW_FIELDS if rows and f in rows[0])  # (a resume may have added --tta)
     return HISTORY_FIELDS[:-1] + extra + HISTORY_FIELDS[-1:]
 
 

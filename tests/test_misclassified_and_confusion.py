@@ -24,12 +24,12 @@ def read_csv(path):
 
 
 def saved_model_predictions(run_dir, epochs=2, speed=StepSpeed()):
-    """Predicted class and probability per test image, from the last training checkpoint's weights, computed
+    """Predicted class and probability per test image, from the last training checkpoint's scored weights, computed
     with the run's numerics (`speed`: fp32 NCHW by default, as FAST's --no-amp runs evaluate up to layout)."""
     data = load_dataset("fake", subset=256, seed=0)
     model = CustomResNet(num_classes=data.num_classes, width=8)
     state = torch.load(run_dir / "checkpoints" / f"checkpoint_{epochs * ITERS_PER_EPOCH}.pt", weights_only=True)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("ema_model", state["model"]))  # the scored weights: with --ema, the average
     model.eval()
     layout = torch.channels_last if speed.channels_last else torch.preserve_format
     model.to(memory_format=layout)

@@ -38,7 +38,8 @@ def test_summary_has_every_field_in_range(fake_run):
     assert s["params"] == count_parameters(CustomResNet(width=8))
     assert len(s["history"]) == 2
     for i, row in enumerate(s["history"], 1):
-        assert set(row) == ROW_KEYS and row["epoch"] == i
+        raw = {"raw_test_loss", "raw_test_accuracy"} if s["ema"] else set()  # --ema: the trained weights' own
+        assert set(row) == ROW_KEYS | raw and row["epoch"] == i
         for key in ("train_accuracy", "test_accuracy"):
             assert 0 <= row[key] <= 1
         assert row["train_loss"] > 0 and row["test_loss"] > 0 and row["seconds"] > 0
@@ -142,6 +143,7 @@ def test_lr_find_warmup_runs_before_the_test_and_is_kept(tmp_path):
     (["--peak-epoch", "0"], "--peak-epoch"),
     (["--lr-max", "-1"], "--lr-max"),
     (["--lr-find-repeats", "0"], "--lr-find-repeats"),
+    (["--label-smoothing", "1"], "--label-smoothing"),
     (["--lr-find-warmup", "-1"], "--lr-find-warmup"),
     (["--lr-find-warmup", "5", "--lr-find-warmup-lr", "0"], "--lr-find-warmup-lr"),
     (["--lr-min", "0.01", "--lr-max", "0.001"], "--lr-min"),

@@ -33,8 +33,9 @@ def test_every_epoch_has_validation_metrics_beside_test(val_run):
     assert s["final_val_accuracy"] == rows[-1]["val_accuracy"]
     with open(val_run / "history.csv") as f:
         header = next(csv.reader(f))
+    raw = ["raw_test_loss", "raw_test_accuracy", "raw_val_accuracy"] if s["ema"] else []  # --ema's own columns
     assert header == ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "val_loss",
-                      "val_accuracy", "seconds"]
+                      "val_accuracy", *raw, "seconds"]
     acc = EventAccumulator(str(val_run / "tensorboard"), size_guidance={"scalars": 0}).Reload()
     assert [e.step for e in acc.Scalars("val/accuracy")] == list(range(1, EPOCHS + 1))
     assert [e.value for e in acc.Scalars("val/accuracy")] == pytest.approx([r["val_accuracy"] for r in rows])

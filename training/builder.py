@@ -12,6 +12,7 @@ from typing import Any
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
+from ignite.handlers import EMAHandler
 from torch import nn
 
 from core.device import machine_facts
@@ -58,6 +59,8 @@ class Run(Components):
     train_seconds: float = 0.0
     summary_extra: dict = field(default_factory=dict)  # handlers may add keys to summary.json
     stop_reason: str | None = None  # a handler that terminates the trainer may say why (shown in report.html)
+    ema: Any = None  # --ema: ignite's EMAHandler; its ema_model is what the evaluators score and the best file keeps
+    raw_evaluators: dict = field(default_factory=dict)  # --ema: {"test"[, "val"]}: the trained weights' own scores
     tensorboard: Any = None  # handlers.tensorboard.TensorBoardWriter (rank 0): `.writer` is a tensorboardX writer
     report: Any = None  # handlers.report.RunReport (rank 0): OUTPUT/report.html
     last_summary: dict | None = None  # what summary.json holds now (rank 0)
@@ -71,6 +74,12 @@ class Run(Components):
     def module(self) -> nn.Module:
         """The plain model (inside DDP when distributed): what to checkpoint, export or inspect."""
         return unwrap(self.model)
+
+    @property
+    def eval_module(self) -> nn.Module:
+        """The weights that are evaluated, chosen, saved as the best model and explained: the --ema average, or
+        the trained model itself."""
+        return self.ema.ema_model if self.ema is not None else self.module
 
     @property
     def params(self) -> int:
@@ -158,24 +167,35 @@ def _engines(c: Components, lr_min: float, lr_max: float) -> dict:
     milestones = one_cycle_milestones(lr_min, lr_max, len(c.train_loader), cfg.epochs, cfg.resolved_peak_epoch)
     scheduler = attach_one_cycle(trainer, c.optimizer, milestones)
     lr_recorder = LRRecorder(c.optimizer).attach(trainer)
-    attach_train_metrics(trainer, c.loss_fn, c.device)
+    attach_train_metrics(trainer, nn.CrossEntropyLoss(), c.device)  # plain CE, comparable with the test loss
     NonFiniteLossCheck(cfg.nan_check_every).attach(trainer)  # before the evaluation and the outputs
-    evaluator = _epoch_evaluator(c, trainer, c.test_loader, tta=cfg.tta)
-    val_evaluator = _epoch_evaluator(c, trainer, c.val_loader) if c.val_loader is not None else None
-    history = MetricHistory(c.optimizer).attach(trainer, evaluator, val_evaluator)
+    ema = None
+    if cfg.ema > 0:  # updated at every ITERATION_COMPLETED, so the average is current when the epoch ends
+        ema = EMAHandler(c.model, momentum=cfg.ema, handle_buffers="update")
+        ema.attach(trainer, warn_if_exists=False)
+    scored = ema.ema_model if ema is not None else unwrap(c.model)
+    evaluator = _epoch_evaluator(c, trainer, scored, c.test_loader, tta=cfg.tta)
+    val_evaluator = _epoch_evaluator(c, trainer, scored, c.val_loader) if c.val_loader is not None else None
+    raw = {}
+    if ema is not None:  # the trained weights scored too, on the same images: what the average adds
+        raw["test"] = _epoch_evaluator(c, trainer, unwrap(c.model), c.test_loader)
+        if c.val_loader is not None:
+            raw["val"] = _epoch_evaluator(c, trainer, unwrap(c.model), c.val_loader)
+    history = MetricHistory(c.optimizer).attach(trainer, evaluator, val_evaluator, raw)
     return dict(trainer=trainer, evaluator=evaluator, val_evaluator=val_evaluator, scheduler=scheduler,
-                history=history, lr_recorder=lr_recorder, interrupt=SigintStop(trainer, cfg.output_dir))
+                history=history, lr_recorder=lr_recorder, interrupt=SigintStop(trainer, cfg.output_dir), ema=ema,
+                raw_evaluators=raw)
 
 
-def _epoch_evaluator(c: Components, trainer: Engine, loader, tta: bool = False) -> Engine:
-    """An evaluator run over `loader` at every epoch end.
+def _epoch_evaluator(c: Components, trainer: Engine, model: nn.Module, loader, tta: bool = False) -> Engine:
+    """An evaluator of `model` (the plain model, or the --ema average) run over `loader` at every epoch end.
 
-    [dist] Each rank evaluates its own unpadded shard with the plain model and rank 0's BatchNorm buffers:
-    no collective per batch (shards may differ by one batch), and the all-reduced metrics are those of
-    rank 0's model over the whole set.
+    [dist] Each rank evaluates its own unpadded shard with rank 0's BatchNorm buffers: no collective per
+    batch (shards may differ by one batch), and the all-reduced metrics are those of rank 0's model over
+    the whole set. (The EMA average is the same on every rank: DDP keeps the weights equal.)
     """
-    evaluator = create_evaluator(unwrap(c.model), c.loss_fn, c.device, c.speed, tta=tta)
-    evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(unwrap(c.model)))
+    evaluator = create_evaluator(model, nn.CrossEntropyLoss(), c.device, c.speed, tta=tta)
+    evaluator.add_event_handler(Events.STARTED, lambda: broadcast_buffers_from_rank0(model))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(loader))
     return evaluator
 

@@ -107,7 +107,7 @@ class Components:
     data: ImageData
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    loss_fn: nn.Module
+    loss_fn: nn.Module  # the training objective (label-smoothed with --label-smoothing); metrics use plain CE
     train_loader: Any
     test_loader: Any
     speed: StepSpeed = StepSpeed()
@@ -139,7 +139,8 @@ def build_components(config: Config) -> Components:
         torch.optim.Adam(model.parameters(), lr=config.lr_find_start, weight_decay=config.weight_decay,
                          fused=True if device.type == "cuda" else None))
     train_loader, test_loader, val_loader = build_loaders(config, data, device, speed)
-    return Components(config, device, data, model, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader,
+    return Components(config, device, data, model, optimizer,
+                      nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), train_loader, test_loader,
                       speed, val_loader)
 
 
