@@ -77,7 +77,8 @@ class Config:
                                      "entropy; 0: none", group=RECIPE, metavar="F")
     ema: float = setting(0.01, "keep an exponential moving average of the weights (ignite's EMAHandler, BatchNorm "
                          "statistics averaged too), updated every iteration with this momentum (0.01: about the "
-                         "last 100 steps); the average is what is evaluated, chosen, saved and exported, and the "
+                         "last 100 steps; higher over a run's first 9/M steps, so a short run's average follows it); "
+                         "the average is what is evaluated, chosen, saved and exported, and the "
                          "trained weights' own test (and val) accuracy is kept beside it (raw_* columns); 0.01 was chosen on a "
                          "validation split (BENCHMARKS.md); 0: none",
                          group=RECIPE, metavar="M")

@@ -46,7 +46,8 @@ def gradcam_maps(model: nn.Module, images: np.ndarray, mean, std, classes) -> np
 
     The model runs in eval mode (BatchNorm uses its running statistics and is not updated); its
     train/eval mode and its parameters' .grad are restored afterwards, so a run continues as if this
-    had not happened. Pass the plain model, not a DDP wrapper (core.distributed.unwrap).
+    had not happened. Pass the plain model, not a DDP wrapper (core.distributed.unwrap); frozen parameters are
+    fine.
     """
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -54,6 +55,9 @@ def gradcam_maps(model: nn.Module, images: np.ndarray, mean, std, classes) -> np
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(255)
     x = (x - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+    # A graph even when no parameter needs a gradient (the --ema average's are detached): Grad-CAM needs the
+    # target layer's activations to have one.
+    x.requires_grad_(True)
     was_training = model.training
     grads = [p.grad for p in model.parameters()]  # GradCAM zeroes them and backpropagates into them
     cam = None

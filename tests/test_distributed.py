@@ -178,7 +178,8 @@ def _train_two_ranks(local_rank: int, config: Config, out: str) -> None:
     weights = idist.all_gather(flat.unsqueeze(0))  # (2, n): every rank's weights
     bounds = idist.all_gather(torch.tensor([[run_.lr_min, run_.lr_max]], dtype=torch.float64))  # (2, 2)
     if idist.get_rank() == 0:
-        torch.save({"state": run_.module.state_dict(), "metrics": dict(run_.evaluator.state.metrics),
+        # The scored weights (with --ema, the default, the average): what the evaluator's metrics are of.
+        torch.save({"state": run_.eval_module.state_dict(), "metrics": dict(run_.evaluator.state.metrics),
                     "rank_lrs": bounds, "weight_gap": float((weights[0] - weights[1]).abs().max())},
                    Path(out) / "rank0.pt")
     idist.barrier()  # leave together, and at once, as run.py's processes do (gloo can abort in its teardown)

@@ -65,7 +65,7 @@ def test_the_average_is_scored_chosen_and_saved_and_the_trained_weights_are_scor
 
 
 def test_without_ema_there_are_no_raw_columns(tmp_path):
-    assert train(tmp_path, "--epochs", 1, *LR) == 0
+    assert train(tmp_path, "--ema", "0", "--epochs", 1, *LR) == 0
     assert not any(k.startswith("raw_") for k in read_summary(tmp_path)["history"][0])
     assert "ema_model" not in torch.load(next((tmp_path / "checkpoints").glob("checkpoint_*.pt")), weights_only=True)
 
@@ -84,3 +84,32 @@ def test_a_momentum_outside_0_1_is_one_line(tmp_path):
     proc = run_cli("--ema", "1", "--output-dir", tmp_path / "o")
     assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("error: --ema:") and "Traceback" not in proc.stderr
+
+
+def test_the_momentum_warms_up_so_the_average_follows_a_short_run():
+    from handlers.ema import warmed_up_momentum
+    assert [warmed_up_momentum(0.01, i) for i in (1, 91, 891, 5000)] == pytest.approx([0.9, 0.09, 0.01, 0.01])
+    assert warmed_up_momentum(0.5, 1) == 0.9 and warmed_up_momentum(0.5, 30) == 0.5
+
+
+def test_the_average_is_the_warmed_up_exponential_average_of_the_steps():
+    from ignite.engine import Engine
+
+    from handlers.ema import attach_ema, warmed_up_momentum
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    steps = [torch.randn(2, 3) for _ in range(5)]
+
+    def step(engine, batch):  # each "training step" sets the weights to the next value
+        with torch.no_grad():
+            model.weight.copy_(steps[engine.state.iteration - 1])
+
+    trainer = Engine(step)
+    ema = attach_ema(trainer, model, 0.2)
+    expected = model.weight.detach().clone()  # the average starts as the model
+    for i, w in enumerate(steps, 1):
+        m = warmed_up_momentum(0.2, i)
+        expected = (1 - m) * expected + m * w
+    trainer.run([0] * len(steps), max_epochs=1)
+    torch.testing.assert_close(ema.ema_model.weight, expected)
+    assert trainer.state.ema_momentum == pytest.approx(warmed_up_momentum(0.2, 5))

@@ -76,6 +76,18 @@ def test_the_model_is_left_as_it_was(quadrant_model):
 
 
 @needs_gradcam
+def test_a_frozen_copy_gives_the_same_maps(quadrant_model):
+    # The --ema average's parameters are detached (requires_grad False): its maps must not fail or differ.
+    import copy
+    model, images, labels, mean, std = quadrant_model
+    frozen = copy.deepcopy(model)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    np.testing.assert_allclose(gradcam.gradcam_maps(frozen, images[:8], mean, std, labels[:8]),
+                               gradcam.gradcam_maps(model, images[:8], mean, std, labels[:8]), atol=1e-5)
+
+
+@needs_gradcam
 def test_a_run_writes_the_grid_and_logs_it(full_run):
     for epoch in (1, 2):
         path = full_run / "misclassified" / f"gradcam_epoch_{epoch:02d}.png"
@@ -101,7 +113,7 @@ def test_a_failing_explanation_never_stops_the_run(tmp_path, monkeypatch, caplog
     monkeypatch.setattr(gradcam, "gradcam_maps", broken)
     data = SimpleNamespace(test_x=np.zeros((3, 32, 32, 3), np.uint8), mean=(0.5,) * 3, std=(0.25,) * 3,
                            classes=["a", "b"])
-    run = SimpleNamespace(data=data, model=CustomResNet(num_classes=2, width=4), output_dir=tmp_path)
+    run = SimpleNamespace(data=data, eval_module=CustomResNet(num_classes=2, width=4), output_dir=tmp_path)
     with caplog.at_level(logging.WARNING):
         gradcam.GradCamGrid(run)(np.array([0, 2]), np.array([1, 0]), np.array([0, 1]), np.array([0.9, 0.8]), 3)
     assert "Grad-CAM of epoch 3 skipped: RuntimeError: out of memory, say" in caplog.text

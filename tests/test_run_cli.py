@@ -38,7 +38,7 @@ def test_summary_has_every_field_in_range(fake_run):
     assert s["params"] == count_parameters(CustomResNet(width=8))
     assert len(s["history"]) == 2
     for i, row in enumerate(s["history"], 1):
-        raw = {"raw_test_loss", "raw_test_accuracy"} if s["ema"] else set()  # --ema: the trained weights' own
+        raw = {"raw_test_loss", "raw_test_accuracy"} if s["config"]["ema"] else set()  # --ema
         assert set(row) == ROW_KEYS | raw and row["epoch"] == i
         for key in ("train_accuracy", "test_accuracy"):
             assert 0 <= row[key] <= 1

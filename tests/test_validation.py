@@ -33,7 +33,7 @@ def test_every_epoch_has_validation_metrics_beside_test(val_run):
     assert s["final_val_accuracy"] == rows[-1]["val_accuracy"]
     with open(val_run / "history.csv") as f:
         header = next(csv.reader(f))
-    raw = ["raw_test_loss", "raw_test_accuracy", "raw_val_accuracy"] if s["ema"] else []  # --ema's own columns
+    raw = ["raw_test_loss", "raw_test_accuracy", "raw_val_accuracy"] if s["config"]["ema"] else []  # --ema
     assert header == ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "val_loss",
                       "val_accuracy", *raw, "seconds"]
     acc = EventAccumulator(str(val_run / "tensorboard"), size_guidance={"scalars": 0}).Reload()

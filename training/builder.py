@@ -12,7 +12,6 @@ from typing import Any
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-from ignite.handlers import EMAHandler
 from torch import nn
 
 from core.device import machine_facts
@@ -23,6 +22,7 @@ from engine.lr_finder import RangeTest
 from engine.schedule import attach_one_cycle, one_cycle_milestones
 from engine.trainer import attach_train_metrics, create_evaluator, create_trainer
 from handlers.console import attach_console
+from handlers.ema import attach_ema
 from handlers.history import LRRecorder, MetricHistory
 from handlers.interrupt import SigintStop
 from handlers.nonfinite import NonFiniteLossCheck
@@ -171,8 +171,7 @@ def _engines(c: Components, lr_min: float, lr_max: float) -> dict:
     NonFiniteLossCheck(cfg.nan_check_every).attach(trainer)  # before the evaluation and the outputs
     ema = None
     if cfg.ema > 0:  # updated at every ITERATION_COMPLETED, so the average is current when the epoch ends
-        ema = EMAHandler(c.model, momentum=cfg.ema, handle_buffers="update")
-        ema.attach(trainer, warn_if_exists=False)
+        ema = attach_ema(trainer, c.model, cfg.ema)
     scored = ema.ema_model if ema is not None else unwrap(c.model)
     evaluator = _epoch_evaluator(c, trainer, scored, c.test_loader, tta=cfg.tta)
     val_evaluator = _epoch_evaluator(c, trainer, scored, c.val_loader) if c.val_loader is not None else None
