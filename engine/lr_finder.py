@@ -12,7 +12,8 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
-from engine.lr_rules import DEFAULT_RULE, DIVERGE_FACTOR, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, WARMUP_LR
+from engine.lr_rules import (DEFAULT_RULE, DIVERGE_FACTOR, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, WARMED_RULES,
+                             WARMUP_LR)
 from engine.lr_rules import diverged as curve_diverged
 from engine.lr_rules import finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
@@ -104,6 +105,9 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     diverged = 2 * sum(c["diverged"] for c in curves) >= len(curves)
     usable = min(c["usable"] for c in curves)
     lr_min, lr_max, warnings = bounds_from_readings(readings, usable, start_lr, end_lr, diverged=diverged, rule=rule)
+    if rule in WARMED_RULES and not warmup:
+        warnings.append(f"--lr-rule {rule} is calibrated for a range test after a warm-up; without one it reads "
+                        f"LRMAX too high: add --lr-find-warmup 20")
     for w in warnings:
         log.warning(w)
     each = [] if len(curves) == 1 else [

@@ -14,6 +14,9 @@ curve to higher LRs, by up to a decade and a half at 12.5 points per decade.
 - fall80:     the first LR at which the loss has made 80% of its fall (first value to minimum).
 - guess80x2:  twice guess80 (GUESS_FACTOR), capped at the lowest loss's LR: the default. The 80% point of a 100-step
               test lies below the LRMAX a 24-epoch One Cycle trains best with, at full width by 2x or more.
+- warm80x12:  twelve times guess80 (WARM_FACTOR), not capped: meant for a curve taken after the range test's warm-up
+              (--lr-find-warmup 20), which starts below ln C and reads steadily over seeds at both widths, but at a level
+              the One Cycle's 5-epoch warm-up outgrows (BENCHMARKS.md).
 - guess80:    the same as fall80, but the fall is measured from the loss of a uniform guess, ln C (C classes), when the
               curve starts above it: an untrained network that is confidently wrong first falls to ln C by
               shrinking its logits (recovery from its initialisation, not learning), and that part of the
@@ -32,7 +35,7 @@ import math
 import numpy as np
 
 # LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
-LRMAX_RULES = ("guess80x2", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
+LRMAX_RULES = ("guess80x2", "warm80x12", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
 # guess80: fall80 (chosen on validation runs and its steadiness over seeds) made blind to the height of the
 # curve's start, which at full width put fall80 ten times too low. guess80x2: twice that, the default since
 # 2026-12-06: on validation splits LRMAX 2.5e-3 and 7.5e-3 trained 2 points above 8e-4 at full width, where guess80
@@ -44,6 +47,12 @@ FALL_SHARE = 0.05
 FALL80_SHARE = 0.8
 # guess80x2: LRMAX = this many times guess80 (capped at the lowest loss's LR).
 GUESS_FACTOR = 2.0
+# warm80x12: LRMAX = this many times guess80 of a warmed curve. Chosen on validation runs: the warmed readings (20 steps
+# at 1e-4) were 1.45e-3 to 2.09e-3 at width 16 (six seeds) and 1.58e-4 to 1.91e-4 at width 64 (three seeds), and LRMAX
+# trained best from about 6e-3 to 2.5e-2 at width 16 and 2.5e-3 to 7.5e-3 at width 64: 12 puts both near that overlap.
+WARM_FACTOR = 12.0
+# The rules calibrated for a curve taken after the warm-up (a warning without one).
+WARMED_RULES = ("warm80x12",)
 # Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
 # annihilation below LRMIN), and has no near-zero start. 25 is torch OneCycleLR's div_factor.
 MIN_RATIO, MAX_RATIO = 25.0, 100.0
@@ -65,12 +74,13 @@ DIVERGE_FACTOR = 5.0
 
 # How the plot and the report name each reading.
 READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from ln C",
-                  "guess80x2": "2x the 80% point from ln C", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
+                  "guess80x2": "2x the 80% point from ln C", "warm80x12": "12x the 80% point (after a warm-up)", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
                   "valley": "valley (fastai)", "minimum": "minimum / 10", "mid": "steepest-minimum middle",
                   "fall_start": "the loss starts to fall"}
 
 LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
-                "LRMAX: guess80x2 (twice guess80, but not above the lowest loss's LR), guess80 (where the loss has "
+                "LRMAX: guess80x2 (twice guess80, but not above the lowest loss's LR), warm80x12 (twelve times guess80, "
+                "for a test after --lr-find-warmup 20), guess80 (where the loss has "
                 "made 80%% of its fall to its minimum, the fall measured from "
                 "a uniform guess's loss ln C, or from the first value if that is lower), fall80 (the same, measured "
                 "from the first value; it trained better at --width 16 with the weight decay 1e-2 of that time, BENCHMARKS.md), steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), "
@@ -221,6 +231,14 @@ def guess80x2(lrs, losses, num_classes: int | None = None) -> float | None:
     return None if lr is None else min(GUESS_FACTOR * lr, lowest(lrs, losses))
 
 
+def warm80x12(lrs, losses, num_classes: int | None = None) -> float | None:
+    """WARM_FACTOR (12) times guess80, not capped at the lowest loss's LR: for a curve taken after the range test's
+    warm-up (--lr-find-warmup), whose readings are steady over seeds but lie below what a 24-epoch One Cycle, with
+    its own 5-epoch warm-up, trains best with (BENCHMARKS.md)."""
+    lr = guess80(lrs, losses, num_classes)
+    return None if lr is None else WARM_FACTOR * lr
+
+
 def two_thirds(lrs, losses, top: float | None = None) -> float | None:
     """Two thirds of the way, in log LR, from where the loss starts to fall (fall_start, with `top`) to where it
     is lowest."""
@@ -239,6 +257,7 @@ def mid(lrs, losses) -> float | None:
 def suggestions(lrs, losses, num_classes: int | None = None) -> dict[str, float | None]:
     """Every rule's reading of a (smoothed) curve, by name (guess80 needs num_classes; without it, fall80's)."""
     return {"fall80": fall80(lrs, losses), "guess80": guess80(lrs, losses, num_classes),
-            "guess80x2": guess80x2(lrs, losses, num_classes), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
+            "guess80x2": guess80x2(lrs, losses, num_classes),
+            "warm80x12": warm80x12(lrs, losses, num_classes), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
             "minimum": minimum(lrs, losses), "two_thirds": two_thirds(lrs, losses), "mid": mid(lrs, losses),
             "fall_start": fall_start(lrs, losses)}
