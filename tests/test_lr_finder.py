@@ -278,3 +278,14 @@ def test_a_bad_warmup_is_refused(warmup, lr):
     with pytest.raises(ValueError, match="warmup must be >= 0 steps at an LR > 0"):
         run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, warmup=warmup,
                        warmup_lr=lr)
+
+
+def test_a_warmed_rule_warns_without_the_warmup_and_not_with_it():
+    model, optimizer, loader = tiny_setup()
+    cold = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="warm80x12")
+    assert any("--lr-find-warmup 20" in w for w in cold.warnings)
+    warm = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="warm80x12",
+                          warmup=3, warmup_lr=1e-3)
+    assert warm.warmup_steps == 3 and not any("--lr-find-warmup" in w for w in warm.warnings)
+    plain = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8)
+    assert not any("--lr-find-warmup" in w for w in plain.warnings)  # the default rule needs no warm-up
