@@ -96,10 +96,11 @@ class Config:
                                    "initialisations, each on batches of its own) and take every reading as the "
                                    "median over them: steadier over seeds, N times the cost (BENCHMARKS.md)",
                                    group=RECIPE, metavar="N")
-    lr_find_warmup: int = setting(0, "before each range test, train N steps at --lr-find-warmup-lr (on batches of "
-                                  "their own; the weights are put back after the test): steadier readings at width "
-                                  "16, ten times lower ones at full width (BENCHMARKS.md); 0: none", group=RECIPE,
-                                  metavar="N")
+    lr_find_warmup: int | None = setting(None, "before each range test, train N steps at --lr-find-warmup-lr (on "
+                                         "batches of their own; the weights are put back after the test): steadier "
+                                         "readings at both widths, at a lower level (BENCHMARKS.md); 0: none; default: "
+                                         "the --lr-rule's own (20 for warm80x12, none for the others)", group=RECIPE,
+                                         metavar="N")
     lr_find_warmup_lr: float = setting(WARMUP_LR, "the constant LR of the range test's warm-up", group=RECIPE,
                                        metavar="LR")
     lr_rule: str = setting(DEFAULT_RULE, LR_RULE_HELP, group=RECIPE, choices=LRMAX_RULES)
@@ -219,7 +220,7 @@ def _check_lrs(c: Config) -> None:
         _bad("--lr-find-iters", f"{c.lr_find_iters} must be at least 3")
     if c.lr_find_repeats < 1:
         _bad("--lr-find-repeats", f"{c.lr_find_repeats} must be at least 1")
-    if c.lr_find_warmup < 0:
+    if c.lr_find_warmup is not None and c.lr_find_warmup < 0:
         _bad("--lr-find-warmup", f"{c.lr_find_warmup} must be 0 (no warm-up) or more steps")
     if not c.lr_find_warmup_lr > 0:
         _bad("--lr-find-warmup-lr", f"{c.lr_find_warmup_lr} must be > 0")

@@ -107,7 +107,7 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     lr_min, lr_max, warnings = bounds_from_readings(readings, usable, start_lr, end_lr, diverged=diverged, rule=rule)
     if rule in WARMED_RULES and not warmup:
         warnings.append(f"--lr-rule {rule} is calibrated for a range test after a warm-up; without one it reads "
-                        f"LRMAX too high: add --lr-find-warmup 20")
+                        f"LRMAX too high: add --lr-find-warmup {WARMED_RULES[rule]}")
     for w in warnings:
         log.warning(w)
     each = [] if len(curves) == 1 else [

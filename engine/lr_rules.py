@@ -51,8 +51,9 @@ GUESS_FACTOR = 2.0
 # at 1e-4) were 1.45e-3 to 2.09e-3 at width 16 (six seeds) and 1.58e-4 to 1.91e-4 at width 64 (three seeds), and LRMAX
 # trained best from about 6e-3 to 2.5e-2 at width 16 and 2.5e-3 to 7.5e-3 at width 64: 12 puts both near that overlap.
 WARM_FACTOR = 12.0
-# The rules calibrated for a curve taken after the warm-up (a warning without one).
-WARMED_RULES = ("warm80x12",)
+# The rules calibrated for a curve taken after a warm-up, and its steps: what --lr-find-warmup means when not given
+# (a warning when it is given as 0).
+WARMED_RULES = {"warm80x12": 20}
 # Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
 # annihilation below LRMIN), and has no near-zero start. 25 is torch OneCycleLR's div_factor.
 MIN_RATIO, MAX_RATIO = 25.0, 100.0
@@ -62,7 +63,8 @@ FALLBACK_DIV = 25.0
 TRIM_START = 0.1
 SMOOTH_DECADES = 0.1
 
-# The range test's optional warm-up (--lr-find-warmup N, off by default): N steps at this constant LR before the test.
+# The range test's warm-up (--lr-find-warmup N; by default the rule's own, WARMED_RULES): N steps at this constant LR
+# before the test.
 # 20 steps at 1e-4 steadied the width-16 reading (1.45x over six seeds) but trained the full-width network to a
 # loss of 1.8 and put its reading ten times lower, below the band it trains in (BENCHMARKS.md).
 WARMUP_LR = 1e-4
@@ -89,6 +91,11 @@ LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth 
                 "reading is in plots/lr_finder.png and lr_finder.json")
 LR_MIN_HELP = (f"LRMIN; default: from the LR range test (where the loss starts to fall, kept between "
                f"LRMAX/{MAX_RATIO:g} and LRMAX/{MIN_RATIO:g})")
+
+
+def warmup_steps(rule: str, given: int | None = None) -> int:
+    """The range test's warm-up: `given` (--lr-find-warmup) where set, else the rule's own (WARMED_RULES; 0: none)."""
+    return WARMED_RULES.get(rule, 0) if given is None else given
 
 
 def finite_curve(lrs, losses) -> tuple[list[float], list[float]]:

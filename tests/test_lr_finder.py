@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.lr_finder import FALLBACK_DIV, MAX_RATIO, MIN_RATIO, choose_lr_bounds, run_range_test
-from engine.lr_rules import DEFAULT_RULE, reading_curve, suggestions
+from engine.lr_rules import DEFAULT_RULE, reading_curve, suggestions, warmup_steps
 from models import CustomResNet
 
 CPU = torch.device("cpu")
@@ -284,6 +284,8 @@ def test_a_warmed_rule_warns_without_the_warmup_and_not_with_it():
     model, optimizer, loader = tiny_setup()
     cold = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="warm80x12")
     assert any("--lr-find-warmup 20" in w for w in cold.warnings)
+    assert warmup_steps("warm80x12") == 20 and warmup_steps("warm80x12", 0) == 0 and warmup_steps("guess80x2") == 0
+    assert warmup_steps("guess80x2", 5) == 5
     warm = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="warm80x12",
                           warmup=3, warmup_lr=1e-3)
     assert warm.warmup_steps == 3 and not any("--lr-find-warmup" in w for w in warm.warnings)
