@@ -49,7 +49,8 @@ FALL80_SHARE = 0.8
 GUESS_FACTOR = 2.0
 # warm80x12: LRMAX = this many times guess80 of a warmed curve. Chosen on validation runs: the warmed readings (20 steps
 # at 1e-4) were 1.45e-3 to 2.09e-3 at width 16 (six seeds) and 1.58e-4 to 1.91e-4 at width 64 (three seeds), and LRMAX
-# trained best from about 6e-3 to 2.5e-2 at width 16 and 2.5e-3 to 7.5e-3 at width 64: 12 puts both near that overlap.
+# trained best from about 6e-3 to 2.5e-2 at width 16 and 2.5e-3 to 7.5e-3 at width 64: 12 puts the readings near the
+# top of the first and just below the second (1.7e-2 to 2.5e-2, 1.9e-3 to 2.3e-3); no one factor centres both.
 WARM_FACTOR = 12.0
 # The rules calibrated for a curve taken after a warm-up, and its steps: what --lr-find-warmup means when not given
 # (a warning when it is given as 0).
@@ -66,7 +67,7 @@ SMOOTH_DECADES = 0.1
 # The range test's warm-up (--lr-find-warmup N; by default the rule's own, WARMED_RULES): N steps at this constant LR
 # before the test.
 # 20 steps at 1e-4 steadied the width-16 reading (1.45x over six seeds) but trained the full-width network to a
-# loss of 1.8 and put its reading ten times lower, below the band it trains in (BENCHMARKS.md).
+# loss of 1.8 and put its reading ten times lower, below the band it trains in (BENCHMARKS.md): warm80x12's factor.
 WARMUP_LR = 1e-4
 
 # diverged: the reading curve rose to this many times its lowest loss after it (ignite FastaiLRFinder's diverge_th
