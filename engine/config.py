@@ -99,7 +99,7 @@ class Config:
     lr_find_warmup: int | None = setting(None, "before each range test, train N steps at --lr-find-warmup-lr (on "
                                          "batches of their own; the weights are put back after the test): steadier "
                                          "readings at both widths, at a lower level (BENCHMARKS.md); 0: none; default: "
-                                         "the --lr-rule's own (20 for warm80x12, none for the others)", group=RECIPE,
+                                         "the --lr-rule's own (20 for warm80x16 and warm80x12, none for the others)", group=RECIPE,
                                          metavar="N")
     lr_find_warmup_lr: float = setting(WARMUP_LR, "the constant LR of the range test's warm-up", group=RECIPE,
                                        metavar="LR")

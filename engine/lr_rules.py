@@ -14,9 +14,9 @@ curve to higher LRs, by up to a decade and a half at 12.5 points per decade.
 - fall80:     the first LR at which the loss has made 80% of its fall (first value to minimum).
 - guess80x2:  twice guess80 (GUESS_FACTOR), capped at the lowest loss's LR: the default. The 80% point of a 100-step
               test lies below the LRMAX a 24-epoch One Cycle trains best with, at full width by 2x or more.
-- warm80x12:  twelve times guess80 (WARM_FACTOR), not capped: meant for a curve taken after the range test's warm-up
+- warm80x16:  sixteen times guess80 (WARM_FACTORS), not capped: meant for a curve taken after the range test's warm-up
               (--lr-find-warmup 20), which starts below ln C and reads steadily over seeds at both widths, but at a level
-              the One Cycle's 5-epoch warm-up outgrows (BENCHMARKS.md).
+              the One Cycle's 5-epoch warm-up outgrows (BENCHMARKS.md). warm80x12: twelve times.
 - guess80:    the same as fall80, but the fall is measured from the loss of a uniform guess, ln C (C classes), when the
               curve starts above it: an untrained network that is confidently wrong first falls to ln C by
               shrinking its logits (recovery from its initialisation, not learning), and that part of the
@@ -35,7 +35,7 @@ import math
 import numpy as np
 
 # LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
-LRMAX_RULES = ("guess80x2", "warm80x12", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
+LRMAX_RULES = ("guess80x2", "warm80x16", "warm80x12", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
 # guess80: fall80 (chosen on validation runs and its steadiness over seeds) made blind to the height of the
 # curve's start, which at full width put fall80 ten times too low. guess80x2: twice that, the default since
 # 2026-12-06: on validation splits LRMAX 2.5e-3 and 7.5e-3 trained 2 points above 8e-4 at full width, where guess80
@@ -47,14 +47,16 @@ FALL_SHARE = 0.05
 FALL80_SHARE = 0.8
 # guess80x2: LRMAX = this many times guess80 (capped at the lowest loss's LR).
 GUESS_FACTOR = 2.0
-# warm80x12: LRMAX = this many times guess80 of a warmed curve. Chosen on validation runs: the warmed readings (20 steps
-# at 1e-4) were 1.45e-3 to 2.09e-3 at width 16 (six seeds) and 1.58e-4 to 1.91e-4 at width 64 (three seeds), and LRMAX
-# trained best from about 6e-3 to 2.5e-2 at width 16 and 2.5e-3 to 7.5e-3 at width 64: 12 puts the readings near the
-# top of the first and just below the second (1.7e-2 to 2.5e-2, 1.9e-3 to 2.3e-3); no one factor centres both.
-WARM_FACTOR = 12.0
+# warm80xN: LRMAX = N times guess80 of a warmed curve. The warmed readings (20 steps at 1e-4) were 1.45e-3 to 2.09e-3
+# at width 16 (six seeds) and 1.58e-4 to 1.91e-4 at width 64 (three seeds), and LRMAX trained best from about 6e-3 to
+# 2.5e-2 (the highest tried) at width 16 and 2.5e-3 to 7.5e-3 at width 64 (validation runs, BENCHMARKS.md); no one
+# factor centres both. 12 reads 1.7e-2 to 2.5e-2 and 1.9e-3 to 2.3e-3: its full-width headline missed 90% at epoch 19
+# by 0.11 point. 16, the least that puts all three full-width seeds in their band (2.5e-3 to 3.1e-3), reads 2.3e-2 to
+# 3.3e-2 at width 16.
+WARM_FACTORS = {"warm80x16": 16.0, "warm80x12": 12.0}
 # The rules calibrated for a curve taken after a warm-up, and its steps: what --lr-find-warmup means when not given
 # (a warning when it is given as 0).
-WARMED_RULES = {"warm80x12": 20}
+WARMED_RULES = {rule: 20 for rule in WARM_FACTORS}
 # Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
 # annihilation below LRMIN), and has no near-zero start. 25 is torch OneCycleLR's div_factor.
 MIN_RATIO, MAX_RATIO = 25.0, 100.0
@@ -67,7 +69,7 @@ SMOOTH_DECADES = 0.1
 # The range test's warm-up (--lr-find-warmup N; by default the rule's own, WARMED_RULES): N steps at this constant LR
 # before the test.
 # 20 steps at 1e-4 steadied the width-16 reading (1.45x over six seeds) but trained the full-width network to a
-# loss of 1.8 and put its reading ten times lower, below the band it trains in (BENCHMARKS.md): warm80x12's factor.
+# loss of 1.8 and put its reading ten times lower, below the band it trains in (BENCHMARKS.md): the warm80 rules' factor.
 WARMUP_LR = 1e-4
 
 # diverged: the reading curve rose to this many times its lowest loss after it (ignite FastaiLRFinder's diverge_th
@@ -77,13 +79,13 @@ DIVERGE_FACTOR = 5.0
 
 # How the plot and the report name each reading.
 READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from ln C",
-                  "guess80x2": "2x the 80% point from ln C", "warm80x12": "12x the 80% point (after a warm-up)", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
+                  "guess80x2": "2x the 80% point from ln C", "warm80x16": "16x the 80% point (after a warm-up)", "warm80x12": "12x the 80% point (after a warm-up)", "two_thirds": "two thirds of the fall", "steepest": "steepest fall",
                   "valley": "valley (fastai)", "minimum": "minimum / 10", "mid": "steepest-minimum middle",
                   "fall_start": "the loss starts to fall"}
 
 LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
-                "LRMAX: guess80x2 (twice guess80, but not above the lowest loss's LR), warm80x12 (twelve times guess80, "
-                "for a test after --lr-find-warmup 20), guess80 (where the loss has "
+                "LRMAX: guess80x2 (twice guess80, but not above the lowest loss's LR), warm80x16 (sixteen times guess80, "
+                "for a test after a 20-step warm-up, its own --lr-find-warmup; warm80x12: twelve times), guess80 (where the loss has "
                 "made 80%% of its fall to its minimum, the fall measured from "
                 "a uniform guess's loss ln C, or from the first value if that is lower), fall80 (the same, measured "
                 "from the first value; it trained better at --width 16 with the weight decay 1e-2 of that time, BENCHMARKS.md), steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), "
@@ -239,12 +241,12 @@ def guess80x2(lrs, losses, num_classes: int | None = None) -> float | None:
     return None if lr is None else min(GUESS_FACTOR * lr, lowest(lrs, losses))
 
 
-def warm80x12(lrs, losses, num_classes: int | None = None) -> float | None:
-    """WARM_FACTOR (12) times guess80, not capped at the lowest loss's LR: for a curve taken after the range test's
-    warm-up (--lr-find-warmup), whose readings are steady over seeds but lie below what a 24-epoch One Cycle, with
-    its own 5-epoch warm-up, trains best with (BENCHMARKS.md)."""
+def warm80(lrs, losses, num_classes: int | None = None, factor: float = WARM_FACTORS["warm80x16"]) -> float | None:
+    """`factor` times guess80, not capped at the lowest loss's LR: for a curve taken after the range test's warm-up
+    (--lr-find-warmup), whose readings are steady over seeds but lie below what a 24-epoch One Cycle, with its own
+    5-epoch warm-up, trains best with (BENCHMARKS.md). The rules warm80x12 and warm80x16 (WARM_FACTORS)."""
     lr = guess80(lrs, losses, num_classes)
-    return None if lr is None else WARM_FACTOR * lr
+    return None if lr is None else factor * lr
 
 
 def two_thirds(lrs, losses, top: float | None = None) -> float | None:
@@ -266,6 +268,7 @@ def suggestions(lrs, losses, num_classes: int | None = None) -> dict[str, float 
     """Every rule's reading of a (smoothed) curve, by name (guess80 needs num_classes; without it, fall80's)."""
     return {"fall80": fall80(lrs, losses), "guess80": guess80(lrs, losses, num_classes),
             "guess80x2": guess80x2(lrs, losses, num_classes),
-            "warm80x12": warm80x12(lrs, losses, num_classes), "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
+            **{rule: warm80(lrs, losses, num_classes, factor) for rule, factor in WARM_FACTORS.items()},
+            "steepest": steepest(lrs, losses), "valley": valley(lrs, losses),
             "minimum": minimum(lrs, losses), "two_thirds": two_thirds(lrs, losses), "mid": mid(lrs, losses),
             "fall_start": fall_start(lrs, losses)}

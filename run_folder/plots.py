@@ -37,7 +37,7 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 
 
 # (marker, size): drawn largest first, so a reading that falls on another stays visible around it
-SUGGESTION_MARKERS = {"fall80": ("*", 15), "guess80": ("X", 12), "guess80x2": ("p", 11), "warm80x12": ("h", 11), "two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10),
+SUGGESTION_MARKERS = {"fall80": ("*", 15), "guess80": ("X", 12), "guess80x2": ("p", 11), "warm80x16": ("H", 11), "warm80x12": ("h", 11), "two_thirds": ("D", 11), "steepest": ("v", 13), "valley": ("o", 10),
                       "minimum": ("s", 7), "mid": ("P", 9), "fall_start": ("^", 9)}
 
 

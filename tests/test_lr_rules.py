@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.lr_finder import choose_lr_bounds
-from engine.lr_rules import (LRMAX_RULES, centred_smooth, diverged, fall80, fall_start, guess80, guess80x2, mid, warm80x12, minimum, reading_curve,
+from engine.lr_rules import (LRMAX_RULES, centred_smooth, diverged, fall80, fall_start, guess80, guess80x2, mid, warm80, minimum, reading_curve,
                              steepest, suggestions, two_thirds, valley)
 
 LRS = list(np.geomspace(1e-6, 1.0, 100))
@@ -72,19 +72,20 @@ def test_guess80x2_is_twice_guess80_below_the_lowest_loss():
     assert guess80x2(lrs, [2.0] * len(lrs), num_classes=10) is None  # no fall, no reading
 
 
-def test_warm80x12_is_twelve_times_guess80_even_past_the_lowest_loss():
+@pytest.mark.parametrize("rule, factor", [("warm80x16", 16), ("warm80x12", 12)])
+def test_warm80_rules_are_their_factor_times_guess80_even_past_the_lowest_loss(rule, factor):
     lrs, losses = recovery_then_learning(4.5)
-    assert warm80x12(lrs, losses, num_classes=10) == pytest.approx(12 * lrs[62])
-    # the short fall of the guess80x2 test: guess80 is one point below the lowest loss, and warm80x12 is not capped
-    # there (a warmed curve bottoms out below what the One Cycle trains with)
+    assert warm80(lrs, losses, num_classes=10, factor=factor) == pytest.approx(factor * lrs[62])
+    assert suggestions(lrs, losses, num_classes=10)[rule] == pytest.approx(factor * lrs[62])
+    # the short fall of the guess80x2 test: guess80 is one point below the lowest loss, and the warmed rules are not
+    # capped there (a warmed curve bottoms out below what the One Cycle trains with)
     ln10 = math.log(10)
     short = [ln10] * 40 + [ln10 - k / 5 for k in range(1, 6)] + [ln10 - 1 + k / 10 for k in range(1, 56)]
-    assert warm80x12(lrs, short, num_classes=10) == pytest.approx(12 * lrs[43]) and 12 * lrs[43] > lrs[44]
-    assert suggestions(lrs, short, num_classes=10)["warm80x12"] == pytest.approx(12 * lrs[43])
-    assert warm80x12(lrs, [2.0] * len(lrs), num_classes=10) is None
+    assert suggestions(lrs, short, num_classes=10)[rule] == pytest.approx(factor * lrs[43]) and factor * lrs[43] > lrs[44]
+    assert warm80(lrs, [2.0] * len(lrs), num_classes=10, factor=factor) is None
     # as --lr-rule: LRMAX is the reading of the reading curve
-    _, lr_max, _ = choose_lr_bounds(lrs, short, 1e-6, 1.0, rule="warm80x12", num_classes=10)
-    assert lr_max == pytest.approx(12 * suggestions(*reading_curve(lrs, short), num_classes=10)["guess80"])
+    _, lr_max, _ = choose_lr_bounds(lrs, short, 1e-6, 1.0, rule=rule, num_classes=10)
+    assert lr_max == pytest.approx(factor * suggestions(*reading_curve(lrs, short), num_classes=10)["guess80"])
 
 
 def test_guess80_does_not_move_with_the_height_of_the_start_where_fall80_does():
