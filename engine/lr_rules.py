@@ -12,11 +12,12 @@ curve to higher LRs, by up to a decade and a half at 12.5 points per decade.
               decreasing subsequence), and the point half way along it (fastai's 1/3 + 1/6).
 - minimum:    the LR of the lowest loss, divided by 10 (fastai's `minimum`, Leslie Smith's habit).
 - fall80:     the first LR at which the loss has made 80% of its fall (first value to minimum).
-- guess80x2:  twice guess80 (GUESS_FACTOR), capped at the lowest loss's LR: the default. The 80% point of a 100-step
-              test lies below the LRMAX a 24-epoch One Cycle trains best with, at full width by 2x or more.
-- warm80x16:  sixteen times guess80 (WARM_FACTORS), not capped: meant for a curve taken after the range test's warm-up
-              (--lr-find-warmup 20), which starts below ln C and reads steadily over seeds at both widths, but at a level
-              the One Cycle's 5-epoch warm-up outgrows (BENCHMARKS.md). warm80x12: twelve times.
+- warm80x16:  the default: sixteen times guess80 (WARM_FACTORS), not capped, on a curve taken after the range test's
+              warm-up (20 steps at 1e-4, the rule's own --lr-find-warmup), which starts below ln C and reads steadily
+              over seeds at both widths, but at a level the One Cycle's 5-epoch warm-up outgrows (BENCHMARKS.md).
+              warm80x12: twelve times.
+- guess80x2:  twice guess80 (GUESS_FACTOR), capped at the lowest loss's LR (the default 2026-12-06 to 12-07): the 80%
+              point of a 100-step test lies below the LRMAX a 24-epoch One Cycle trains best with, at full width by 2x.
 - guess80:    the same as fall80, but the fall is measured from the loss of a uniform guess, ln C (C classes), when the
               curve starts above it: an untrained network that is confidently wrong first falls to ln C by
               shrinking its logits (recovery from its initialisation, not learning), and that part of the
@@ -35,12 +36,14 @@ import math
 import numpy as np
 
 # LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
-LRMAX_RULES = ("guess80x2", "warm80x16", "warm80x12", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
+LRMAX_RULES = ("warm80x16", "guess80x2", "warm80x12", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
 # guess80: fall80 (chosen on validation runs and its steadiness over seeds) made blind to the height of the
 # curve's start, which at full width put fall80 ten times too low. guess80x2: twice that, the default since
 # 2026-12-06: on validation splits LRMAX 2.5e-3 and 7.5e-3 trained 2 points above 8e-4 at full width, where guess80
-# read 5.8e-4 to 1.5e-3, and 2.5e-2 trained as well as 6.3e-3 at width 16 (BENCHMARKS.md)
-DEFAULT_RULE = "guess80x2"
+# read 5.8e-4 to 1.5e-3, and 2.5e-2 trained as well as 6.3e-3 at width 16 (BENCHMARKS.md). warm80x16, the default
+# since 2026-12-07: the same kind of reading on a curve after a 20-step warm-up, whose spread over seeds is 1.45x at
+# width 16 (six seeds) and 1.20x at full width (three), where guess80x2's is 1.74x to 2.5x (BENCHMARKS.md)
+DEFAULT_RULE = "warm80x16"
 # fall_start: the share of the total fall (first value to minimum) that marks the start of learning.
 FALL_SHARE = 0.05
 # fall80: the share of the total fall at which LRMAX is read.
@@ -84,8 +87,8 @@ READING_LABELS = {"fall80": "80% of the fall", "guess80": "80% of the fall from 
                   "fall_start": "the loss starts to fall"}
 
 LR_RULE_HELP = ("which reading of the range-test curve (raw losses, first tenth trimmed, centred smoothing) sets "
-                "LRMAX: guess80x2 (twice guess80, but not above the lowest loss's LR), warm80x16 (sixteen times guess80, "
-                "for a test after a 20-step warm-up, its own --lr-find-warmup; warm80x12: twelve times), guess80 (where the loss has "
+                "LRMAX: warm80x16 (sixteen times guess80 of a test after a 20-step warm-up, which the rule brings; "
+                "warm80x12: twelve times), guess80x2 (twice guess80, but not above the lowest loss's LR), guess80 (where the loss has "
                 "made 80%% of its fall to its minimum, the fall measured from "
                 "a uniform guess's loss ln C, or from the first value if that is lower), fall80 (the same, measured "
                 "from the first value; it trained better at --width 16 with the weight decay 1e-2 of that time, BENCHMARKS.md), steepest (the steepest fall: ignite's and torch-lr-finder's suggestion), "

@@ -101,9 +101,10 @@ def test_bounds_from_a_u_shaped_curve():
     assert 1 / grid_step <= lr_max / 10 ** level_crossing(0.8) <= grid_step
     readings = suggestions(*reading_curve(lrs, losses))
     assert lr_max == readings["guess80"] == readings["fall80"] and readings["steepest"] < lr_max < readings["minimum"] * 10
-    # the default reads twice that, still below the lowest loss's LR
-    assert choose_lr_bounds(lrs, losses, 1e-7, 10.0)[1] == readings[DEFAULT_RULE] == pytest.approx(2 * lr_max)
+    # guess80x2 reads twice that, still below the lowest loss's LR; the default (warm80x16) sixteen times, past it
+    assert choose_lr_bounds(lrs, losses, 1e-7, 10.0, rule="guess80x2")[1] == readings["guess80x2"] == pytest.approx(2 * lr_max)
     assert 2 * lr_max < readings["minimum"] * 10
+    assert choose_lr_bounds(lrs, losses, 1e-7, 10.0)[1] == readings[DEFAULT_RULE] == pytest.approx(16 * lr_max)
     # The fall starts between LRMAX/MAX_RATIO and LRMAX/MIN_RATIO here, so LRMIN is where it starts.
     assert 1 / grid_step <= readings["fall_start"] / 10 ** level_crossing(0.05) <= grid_step
     assert lr_max / MAX_RATIO < readings["fall_start"] < lr_max / MIN_RATIO
@@ -282,12 +283,12 @@ def test_a_bad_warmup_is_refused(warmup, lr):
 
 def test_a_warmed_rule_warns_without_the_warmup_and_not_with_it():
     model, optimizer, loader = tiny_setup()
-    cold = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="warm80x12")
-    assert any("--lr-find-warmup 20" in w for w in cold.warnings)
-    assert warmup_steps("warm80x12") == 20 and warmup_steps("warm80x12", 0) == 0 and warmup_steps("guess80x2") == 0
+    cold = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8)  # the default, warm80x16
+    assert any("--lr-rule warm80x16" in w and "--lr-find-warmup 20" in w for w in cold.warnings)
+    assert warmup_steps("warm80x16") == warmup_steps("warm80x12") == 20 and warmup_steps("warm80x12", 0) == 0 and warmup_steps("guess80x2") == 0
     assert warmup_steps("guess80x2", 5) == 5
     warm = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="warm80x12",
                           warmup=3, warmup_lr=1e-3)
     assert warm.warmup_steps == 3 and not any("--lr-find-warmup" in w for w in warm.warnings)
-    plain = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8)
-    assert not any("--lr-find-warmup" in w for w in plain.warnings)  # the default rule needs no warm-up
+    plain = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="guess80x2")
+    assert not any("--lr-find-warmup" in w for w in plain.warnings)  # a rule that needs no warm-up

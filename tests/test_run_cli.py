@@ -136,12 +136,12 @@ def test_lr_find_warmup_runs_before_the_test_and_is_kept(tmp_path):
     assert "warm-up before the test: 3 steps at LR 0.001" in proc.stdout
 
 
-def test_a_warmed_rule_brings_its_own_warmup_and_an_explicit_zero_warns(tmp_path):
+def test_the_default_rule_brings_its_own_warmup_and_an_explicit_zero_warns(tmp_path):
     proc = run_cli("--dataset", "fake", "--subset", 128, "--batch-size", 32, "--lr-find-only", "--lr-find-iters", 8,
-                   "--lr-rule", "warm80x12", "--output-dir", tmp_path / "own", *QUICK)
+                   "--output-dir", tmp_path / "own", *QUICK)
     assert proc.returncode == 0, proc.stderr
     finder = json.loads((tmp_path / "own" / "lr_finder.json").read_text())
-    assert finder["warmup"]["steps"] == 20 and len(finder["warmup"]["loss_raw"]) == 20 and finder["rule"] == "warm80x12"
+    assert finder["warmup"]["steps"] == 20 and len(finder["warmup"]["loss_raw"]) == 20 and finder["rule"] == "warm80x16"
     proc = run_cli("--dataset", "fake", "--subset", 128, "--batch-size", 32, "--lr-find-only", "--lr-find-iters", 8,
                    "--lr-rule", "warm80x12", "--lr-find-warmup", 0, "--output-dir", tmp_path / "none", *QUICK)
     assert proc.returncode == 0, proc.stderr
