@@ -38,8 +38,8 @@ import numpy as np
 # LRMAX may be read by any of these (--lr-rule); LRMIN is read by lrmin_for (a ratio below LRMAX).
 LRMAX_RULES = ("warm80x16", "guess80x2", "warm80x12", "guess80", "fall80", "steepest", "valley", "minimum", "two_thirds", "mid")
 # guess80: fall80 (chosen on validation runs and its steadiness over seeds) made blind to the height of the
-# curve's start, which at full width put fall80 ten times too low. guess80x2: twice that, the default since
-# 2026-12-06: on validation splits LRMAX 2.5e-3 and 7.5e-3 trained 2 points above 8e-4 at full width, where guess80
+# curve's start, which at full width put fall80 ten times too low. guess80x2: twice that, the default
+# 2026-12-06 to 12-07: on validation splits LRMAX 2.5e-3 and 7.5e-3 trained 2 points above 8e-4 at full width, where guess80
 # read 5.8e-4 to 1.5e-3, and 2.5e-2 trained as well as 6.3e-3 at width 16 (BENCHMARKS.md). warm80x16, the default
 # since 2026-12-07: the same kind of reading on a curve after a 20-step warm-up, whose spread over seeds is 1.45x at
 # width 16 (six seeds) and 1.20x at full width (three), where guess80x2's is 1.74x to 2.5x (BENCHMARKS.md)
