@@ -100,7 +100,7 @@ def one_curve(args, design: dict, seed: int) -> dict:
     found = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device, design["start"],
                            design["end"], design["iters"], c.speed, num_classes=c.data.num_classes,
                            repeats=design.get("repeats", 1), seed=seed, warmup=design.get("warmup", 0),
-                           warmup_lr=design.get("warmup_lr", WARMUP_LR))
+                           warmup_lr=design.get("warmup_lr", WARMUP_LR), rule="guess80")  # the design sets the warm-up
     return {**found.to_dict(), "design": design, "seed": seed, "width": args.width, "dataset": args.dataset,
             "num_classes": c.data.num_classes,
             "subset": args.subset, "val_split": args.val_split, "torch": torch.__version__,

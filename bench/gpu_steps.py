@@ -29,7 +29,8 @@ BUDGETS = {"env": (60, 60), "data": (240, 60), "tests": (520, 60), "throughput.e
            "throughput.compile": (360, 90), "accuracy": (200, 90), "plain": (300, 90), "multigpu": (360, 90),
            "lrsweep": (200, 90)}
 DRY_TESTS = ["tests/test_schedule.py", "-k", "milestones or fractional"]  # a quick selection: the path, not the suite
-DRY_RUN_FLAGS = ("--batch-size", "64", "--lr-find-iters", "5")  # run.py flags in a dry run: tiny data, short range test
+# run.py flags in a dry run: tiny data, a short range test and warm-up
+DRY_RUN_FLAGS = ("--batch-size", "64", "--lr-find-iters", "5", "--lr-find-warmup", "2")
 TARGET = 0.90
 # lrsweep: the 24-epoch recipe at full width with a fixed LRMAX (LRMIN = LRMAX/100, where the range test's clip
 # puts it on CIFAR-10), chosen on a validation split, never the test set. The grid doubles from about what the

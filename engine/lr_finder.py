@@ -13,7 +13,7 @@ from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
 from engine.lr_rules import (DEFAULT_RULE, DIVERGE_FACTOR, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, WARMED_RULES,
-                             WARMUP_LR)
+                             WARMUP_LR, warmup_steps)
 from engine.lr_rules import diverged as curve_diverged
 from engine.lr_rules import finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
@@ -56,7 +56,7 @@ class RangeTest:
 def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, end_lr: float,
                    num_iter: int, speed: StepSpeed = StepSpeed(), rule: str = DEFAULT_RULE,
                    num_classes: int | None = None, repeats: int = 1, seed: int = 0,
-                   warmup: int = 0, warmup_lr: float = WARMUP_LR) -> RangeTest:
+                   warmup: int | None = None, warmup_lr: float = WARMUP_LR) -> RangeTest:
     """Run FastaiLRFinder on a throwaway Engine, so no handler of the real trainer fires during it.
 
     The finder restores the model and optimizer states when it exits. Besides its smoothed curve, the raw
@@ -68,12 +68,14 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     set_epoch, where it has one); every reading is then the median of the repeats' readings, which one curve
     shifted by its initialisation or its batches cannot move far. The model and optimizer end as they began.
 
-    warmup > 0: before each test, `warmup` steps at the constant LR warmup_lr on batches of their own (warm_up), so
-    the curve starts from a network that has shed its initialisation's confidently wrong logits; where an untrained
-    curve starts (its first loss) otherwise shifts its readings (BENCHMARKS.md).
+    warmup > 0 (None: the rule's own, lr_rules.warmup_steps): before each test, `warmup` steps at the constant LR
+    warmup_lr on batches of their own (warm_up), so the curve starts from a network that has shed its
+    initialisation's confidently wrong logits; where an untrained curve starts (its first loss) otherwise shifts its
+    readings (BENCHMARKS.md).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, not {repeats}")
+    warmup = warmup_steps(rule, warmup)
     if warmup < 0 or not warmup_lr > 0:
         raise ValueError(f"warmup must be >= 0 steps at an LR > 0, not {warmup} at {warmup_lr}")
     curves = []

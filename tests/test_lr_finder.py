@@ -50,7 +50,7 @@ def test_range_test_agrees_with_torch_lr_finder():
     n, start, end = 30, 1e-5, 1.0
     model, optimizer, loader = tiny_setup()
     init = copy.deepcopy(model.state_dict())
-    ours = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, start, end, n)
+    ours = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, start, end, n, warmup=0)
 
     def theirs(smooth_f):
         model.load_state_dict(init)
@@ -179,9 +179,9 @@ def test_repeats_take_the_median_reading_and_leave_everything_as_it_was():
 
     model, optimizer, loader = epoch_setup()
     weights = copy.deepcopy(model.state_dict())
-    single = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12)
+    single = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, warmup=0)
     rng = torch.get_rng_state()
-    result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, repeats=3, seed=4)
+    result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, repeats=3, seed=4, warmup=0)
     # nothing the run goes on with has changed: weights, optimizer, the loader's epoch, the global RNG
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, weights[name]), name
@@ -254,14 +254,14 @@ def test_warmup_trains_first_on_batches_of_its_own_and_leaves_everything_as_it_w
     assert not torch.equal(model.fc.weight, weights["fc.weight"])  # the weights keep what the warm-up taught
     np.testing.assert_allclose(by_hand, result.warmup_losses, rtol=1e-5)
     loader.set_epoch(7)
-    after = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12)
+    after = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, warmup=0)
     np.testing.assert_allclose(after.raw_losses, result.raw_losses, rtol=1e-4)
     assert after.to_dict()["warmup"] == {"steps": 0, "lr": None, "loss_raw": []}
     # a warm-up on the loader's own batches would have been another curve
     model.load_state_dict(weights)
     warm_up(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 5, 1e-3, epoch=7)
     loader.set_epoch(7)
-    other = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12)
+    other = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, warmup=0)
     assert not np.allclose(other.raw_losses[:3], result.raw_losses[:3])
 
 
@@ -283,7 +283,7 @@ def test_a_bad_warmup_is_refused(warmup, lr):
 
 def test_a_warmed_rule_warns_without_the_warmup_and_not_with_it():
     model, optimizer, loader = tiny_setup()
-    cold = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8)  # the default, warm80x16
+    cold = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, warmup=0)  # warm80x16
     assert any("--lr-rule warm80x16" in w and "--lr-find-warmup 20" in w for w in cold.warnings)
     assert warmup_steps("warm80x16") == warmup_steps("warm80x12") == 20 and warmup_steps("warm80x12", 0) == 0 and warmup_steps("guess80x2") == 0
     assert warmup_steps("guess80x2", 5) == 5

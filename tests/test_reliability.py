@@ -235,7 +235,7 @@ def test_range_test_that_diverges_at_once_falls_back_and_leaves_the_model_untouc
     assert train(poisoned, "--epochs", "1", "--lr-find-start", start, "--lr-find-end", end,
                  "--lr-find-iters", "6", "--lr-max", "1e-2") == 0
     finder = json.loads((poisoned / "lr_finder.json").read_text())
-    assert any("found no fall" in w for w in finder["warnings"])  # the default rule, guess80
+    assert any("found no fall" in w for w in finder["warnings"])  # the rule that sets LRMAX (warm80x16 by default)
     assert len(finder["loss"]) <= 3 or not all(np.isfinite(finder["loss"]))
     assert not any("never diverged" in w for w in finder["warnings"])
     lr_min = read_summary(poisoned)["lr_min"]
