@@ -13,7 +13,7 @@ from ignite.engine import Events
 from ignite.handlers import FastaiLRFinder
 
 from engine.lr_rules import (DEFAULT_RULE, DIVERGE_FACTOR, FALLBACK_DIV, LRMAX_RULES, MAX_RATIO, MIN_RATIO, WARMED_RULES,
-                             WARMUP_LR, warmup_steps)
+                             UNWARMED_RULE, WARMUP_LR, warmed_loss, warmup_steps)
 from engine.lr_rules import diverged as curve_diverged
 from engine.lr_rules import finite_curve, reading_curve, suggestions
 from engine.trainer import StepSpeed, create_trainer
@@ -106,10 +106,24 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # diverged unless most repeats did not (one repeat: its own verdict; a tie does not warn "never diverged")
     diverged = 2 * sum(c["diverged"] for c in curves) >= len(curves)
     usable = min(c["usable"] for c in curves)
-    lr_min, lr_max, warnings = bounds_from_readings(readings, usable, start_lr, end_lr, diverged=diverged, rule=rule)
-    if rule in WARMED_RULES and not warmup:
-        warnings.append(f"--lr-rule {rule} is calibrated for a range test after a warm-up; without one it reads "
-                        f"LRMAX too high: add --lr-find-warmup {WARMED_RULES[rule]}")
+    read_as, note = rule, None
+    if rule in WARMED_RULES:
+        ends = [warmed_loss(c["warmup_loss"]) for c in curves]
+        end = None if None in ends else float(np.median(ends))
+        if not warmup:
+            read_as, note = UNWARMED_RULE, (f"--lr-rule {rule} is calibrated for a range test after a warm-up; without "
+                                            f"one LRMAX is read as {UNWARMED_RULE}: add --lr-find-warmup "
+                                            f"{WARMED_RULES[rule]}")
+        elif num_classes and (end is None or end >= math.log(num_classes)):
+            read_as, note = UNWARMED_RULE, (
+                f"the range test's warm-up left the loss at {end if end is not None else float('nan'):.2f}, not below "
+                f"a uniform guess's ln {num_classes} = {math.log(num_classes):.2f}: the curve is not warmed, so LRMAX "
+                f"is read as {UNWARMED_RULE}, not {rule}; more --lr-find-warmup steps or a higher "
+                f"--lr-find-warmup-lr warm it")
+    lr_min, lr_max, warnings = bounds_from_readings(readings, usable, start_lr, end_lr, diverged=diverged,
+                                                    rule=read_as)
+    if note:
+        warnings.append(note)
     for w in warnings:
         log.warning(w)
     each = [] if len(curves) == 1 else [

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.lr_finder import FALLBACK_DIV, MAX_RATIO, MIN_RATIO, choose_lr_bounds, run_range_test
-from engine.lr_rules import DEFAULT_RULE, reading_curve, suggestions, warmup_steps
+from engine.lr_rules import DEFAULT_RULE, reading_curve, suggestions, warmed_loss, warmup_steps
 from models import CustomResNet
 
 CPU = torch.device("cpu")
@@ -50,7 +50,7 @@ def test_range_test_agrees_with_torch_lr_finder():
     n, start, end = 30, 1e-5, 1.0
     model, optimizer, loader = tiny_setup()
     init = copy.deepcopy(model.state_dict())
-    ours = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, start, end, n, warmup=0)
+    ours = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, start, end, n, rule="guess80x2")
 
     def theirs(smooth_f):
         model.load_state_dict(init)
@@ -74,7 +74,7 @@ def test_range_test_agrees_with_torch_lr_finder():
     grid_step = (end / start) ** (1 / n)
     lr_steepest = smoothed["lr"][int(np.argmin(np.gradient(smoothed["loss"][:k])))]
     assert 1 / grid_step ** 2 <= ours.suggestion / lr_steepest <= grid_step ** 2
-    assert ours.lr_max == ours.suggestions[ours.rule] and ours.rule == DEFAULT_RULE
+    assert ours.lr_max == ours.suggestions[ours.rule] and ours.rule == "guess80x2"
 
 
 def u_curve(n=100, start=1e-7, end=10.0, centre=-4.0, steepness=3.0):
@@ -179,9 +179,9 @@ def test_repeats_take_the_median_reading_and_leave_everything_as_it_was():
 
     model, optimizer, loader = epoch_setup()
     weights = copy.deepcopy(model.state_dict())
-    single = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, warmup=0)
+    single = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, rule="guess80x2")
     rng = torch.get_rng_state()
-    result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, repeats=3, seed=4, warmup=0)
+    result = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 12, repeats=3, seed=4, rule="guess80x2")
     # nothing the run goes on with has changed: weights, optimizer, the loader's epoch, the global RNG
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, weights[name]), name
@@ -292,3 +292,24 @@ def test_a_warmed_rule_warns_without_the_warmup_and_not_with_it():
     assert warm.warmup_steps == 3 and not any("--lr-find-warmup" in w for w in warm.warnings)
     plain = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 8, rule="guess80x2")
     assert not any("--lr-find-warmup" in w for w in plain.warnings)  # a rule that needs no warm-up
+    # without a warm-up a warmed rule reads LRMAX as guess80x2 (sixteen times an untrained curve's guess80 overshoots)
+    assert cold.lr_max == cold.suggestions["guess80x2"] != cold.suggestions["warm80x16"]
+
+
+def test_a_warmup_that_leaves_the_loss_above_ln_c_reads_lrmax_as_guess80x2():
+    # labels one pixel decides: three steps at 1e-3 leave the loss above ln 10 = 2.30, far below ln 100 = 4.61
+    torch.manual_seed(0)
+    x = torch.randn(256, 3, 32, 32)
+    loader = DataLoader(TensorDataset(x, torch.bucketize(x[:, 0, 0, 0], torch.linspace(-1.5, 1.5, 9))), batch_size=32)
+    results = {}
+    for classes in (10, 100):
+        model, optimizer, _ = tiny_setup()
+        results[classes] = run_range_test(model, optimizer, nn.CrossEntropyLoss(), loader, CPU, 1e-5, 1.0, 30,
+                                          num_classes=classes, warmup=3, warmup_lr=1e-3)
+    cold, warm = results[10], results[100]
+    assert warmed_loss(cold.warmup_losses) >= math.log(10)
+    assert cold.lr_max == cold.suggestions["guess80x2"] and cold.suggestions["warm80x16"] != cold.lr_max
+    assert any("not warmed" in w and "read as guess80x2" in w for w in cold.warnings)
+    assert not any("not warmed" in w for w in warm.warnings)  # warmed: read as warm80x16 (random labels: no fall)
+    assert warmed_loss([9.0, 1.0, 2.0, 3.0, 4.0, 5.0]) == 3.0 and warmed_loss([]) is None
+    assert warmed_loss([1.0, float("nan")]) is None
