@@ -63,7 +63,7 @@ WARMED_RULES = {rule: 20 for rule in WARM_FACTORS}
 # What a warmed rule reads LRMAX as on a curve the warm-up did not warm (none, or one that left the loss above ln C:
 # the digits test's 20 steps at batch 64 left it at 2.45, where sixteen times guess80 read 10x the lowest loss's LR and
 # trained to 82% instead of 97%): the calibration for an untrained curve. The warm-up's last WARMED_TAIL losses
-# (their mean) decide; on CIFAR-10 they ended at 2.12-2.23 (width 16) and 1.61-1.81 (width 64), below ln 10 = 2.30.
+# (their mean) decide; on CIFAR-10 they ended at 2.12-2.23 (width 16) and 1.61-1.82 (width 64), below ln 10 = 2.30.
 UNWARMED_RULE = "guess80x2"
 WARMED_TAIL = 5
 # Bounds on LRMAX / LRMIN, so the One Cycle has a real warm-up, comes down far enough at the end (there is no
