@@ -106,20 +106,7 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
     # diverged unless most repeats did not (one repeat: its own verdict; a tie does not warn "never diverged")
     diverged = 2 * sum(c["diverged"] for c in curves) >= len(curves)
     usable = min(c["usable"] for c in curves)
-    read_as, note = rule, None
-    if rule in WARMED_RULES:
-        ends = [warmed_loss(c["warmup_loss"]) for c in curves]
-        end = None if None in ends else float(np.median(ends))
-        if not warmup:
-            read_as, note = UNWARMED_RULE, (f"--lr-rule {rule} is calibrated for a range test after a warm-up; without "
-                                            f"one LRMAX is read as {UNWARMED_RULE}: add --lr-find-warmup "
-                                            f"{WARMED_RULES[rule]}")
-        elif num_classes and (end is None or end >= math.log(num_classes)):
-            read_as, note = UNWARMED_RULE, (
-                f"the range test's warm-up left the loss at {end if end is not None else float('nan'):.2f}, not below "
-                f"a uniform guess's ln {num_classes} = {math.log(num_classes):.2f}: the curve is not warmed, so LRMAX "
-                f"is read as {UNWARMED_RULE}, not {rule}; more --lr-find-warmup steps or a higher "
-                f"--lr-find-warmup-lr warm it")
+    read_as, note = reading_rule(rule, warmup, [c["warmup_loss"] for c in curves], num_classes)
     lr_min, lr_max, warnings = bounds_from_readings(readings, usable, start_lr, end_lr, diverged=diverged,
                                                     rule=read_as)
     if note:
@@ -139,6 +126,26 @@ def run_range_test(model, optimizer, loss_fn, loader, device, start_lr: float, e
 REPEAT_EPOCH = 1_000_000
 # set_epoch of repeat r's warm-up batches: apart from every test's and every training epoch's.
 WARMUP_EPOCH = 2_000_000
+
+
+def reading_rule(rule: str, warmup: int, warmup_losses: list[list[float]],
+                 num_classes: int | None) -> tuple[str, str | None]:
+    """The rule LRMAX is read by, and a warning line when that is not `rule`: a warmed rule (WARMED_RULES) on a curve
+    the warm-up did not warm (no warm-up, or the median over repeats of its last losses, warmed_loss, at or above
+    ln num_classes) reads as UNWARMED_RULE, the calibration for an untrained curve."""
+    if rule not in WARMED_RULES:
+        return rule, None
+    if not warmup:
+        return UNWARMED_RULE, (f"--lr-rule {rule} is calibrated for a range test after a warm-up; without one LRMAX is "
+                               f"read as {UNWARMED_RULE}: add --lr-find-warmup {WARMED_RULES[rule]}")
+    ends = [warmed_loss(losses) for losses in warmup_losses]
+    end = float("nan") if None in ends else float(np.median(ends))
+    if not num_classes or end < math.log(num_classes):
+        return rule, None
+    return UNWARMED_RULE, (f"the range test's warm-up left the loss at {end:.2f}, not below a uniform guess's "
+                           f"ln {num_classes} = {math.log(num_classes):.2f}: the curve is not warmed, so LRMAX is read "
+                           f"as {UNWARMED_RULE}, not {rule}; more --lr-find-warmup steps or a higher "
+                           f"--lr-find-warmup-lr warm it")
 
 
 def warm_up(model, optimizer, loss_fn, loader, device, steps: int, lr: float, speed: StepSpeed = StepSpeed(),

@@ -23,7 +23,6 @@ from data.gpu_loader import GpuTestLoader, gpu_loaders
 from data.loaders import cpu_eval_loader, cpu_loaders
 from engine.config import Config
 from engine.lr_finder import FALLBACK_DIV, RangeTest, run_range_test
-from engine.lr_rules import warmup_steps
 from engine.trainer import StepSpeed, cpu_has_native_bf16
 from run_folder.files import write_atomic
 from run_folder.plots import save_lr_finder_plot
@@ -155,7 +154,7 @@ def find_lr(c: Components, output_dir: Path) -> RangeTest:
     result = run_range_test(c.model, c.optimizer, c.loss_fn, c.train_loader, c.device,
                             cfg.lr_find_start, cfg.lr_find_end, cfg.lr_find_iters, c.speed, rule=cfg.lr_rule,
                             repeats=cfg.lr_find_repeats, seed=cfg.seed, num_classes=c.data.num_classes,
-                            warmup=warmup_steps(cfg.lr_rule, cfg.lr_find_warmup), warmup_lr=cfg.lr_find_warmup_lr)
+                            warmup=cfg.lr_find_warmup, warmup_lr=cfg.lr_find_warmup_lr)
     if is_main_process():
         save_lr_finder_plot(output_dir / "plots" / "lr_finder.png", result.to_dict())
         write_atomic(output_dir / "lr_finder.json", json.dumps(result.to_dict(), indent=2))
